@@ -1,0 +1,2 @@
+"""TileLabel engine."""
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Raster reading and tiling, band specs and training datasets."""

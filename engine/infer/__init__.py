@@ -1,0 +1,1 @@
+"""Prediction and the streaming raster annotation pipeline."""

@@ -1,0 +1,197 @@
+"""The annotate job: raster -> tiles -> model -> store (+ attention GeoTIFF).
+
+Everything that can be wrong with the input (model, raster, bands, resolution, extent,
+store) is checked before the store is touched. Tiles are then streamed: worker threads
+read batches ahead while the model predicts, and each batch is committed to the store
+in its own transaction, so an interrupted job keeps every batch written before.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from rasterio.windows import Window, bounds as window_bounds
+
+from engine.data.bands import match_bands
+from engine.data.raster import RasterInfo, open_raster, pixel_scaling
+from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
+from engine.errors import JobInterrupted, StoreError
+from engine.infer.attention_writer import AttentionWriter
+from engine.infer.predictor import Predictor, resolve_device
+from engine.infer.tile_reader import TileReader, prefetched_batches
+from engine.models.modelfile import ModelSpec, load_model
+from engine.progress import Reporter
+from engine.store import AnnotationStore, TileRecord
+
+DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "default"
+
+
+@dataclass
+class AnnotateOptions:
+    """Parameters of one annotate job (the CLI's flags, as data)."""
+
+    raster: str
+    store: Path
+    model_dir: Path = DEFAULT_MODEL
+    extent: tuple[float, float, float, float] | None = None
+    extent_crs: str | None = None
+    overlap: float = 0.0
+    batch_size: int = 16
+    device: str = "auto"
+    attention_dir: Path | None = None
+    attention: bool = True
+    bands: list[int] | None = None
+    allow_gsd_mismatch: bool = False
+    s2_offset: float | None = None
+    workers: int = 2
+    prefetch: int = 4
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class AnnotatePlan:
+    """What the job will do, worked out before anything is written."""
+
+    spec: ModelSpec
+    info: RasterInfo
+    band_indexes: list[int]
+    grid: TileGrid
+    window: Window
+
+
+def plan_annotation(opts: AnnotateOptions, spec: ModelSpec, reporter: Reporter) -> AnnotatePlan:
+    info = open_raster(opts.raster)
+    match = match_bands(spec.bands, info.descriptions, info.colorinterp, opts.bands)
+    if match.assumed_order:
+        reporter.log(f"the raster does not name its bands; assuming bands "
+                     f"{','.join(map(str, match.indexes))} are {', '.join(spec.bands)} "
+                     "(use --bands to change)", "warning")
+    check_resolution(info, spec.gsd_m, opts.allow_gsd_mismatch)
+    window = extent_window(info, opts.extent, opts.extent_crs)
+    grid = tile_grid(info, window, spec.gsd_m, spec.tile_px, opts.overlap)
+    return AnnotatePlan(spec, info, match.indexes, grid, window)
+
+
+def raster_key(path: str) -> str:
+    """Stable id of a raster in tile ids: file stem + hash of its absolute path."""
+    absolute = str(Path(path).resolve()) if not path.startswith("/vsi") else path
+    return f"{Path(path).stem}-{hashlib.sha1(absolute.encode()).hexdigest()[:8]}"
+
+
+def tile_id(key: str, grid: TileGrid, tile: Tile) -> str:
+    return (f"{key}:{grid.size_x}x{grid.size_y}+{grid.stride_x}x{grid.stride_y}:"
+            f"{tile.grid_i}:{tile.grid_j}")
+
+
+def attention_path(opts: AnnotateOptions, run_id: str) -> Path:
+    folder = opts.attention_dir or opts.store.with_name(opts.store.stem + "_attention")
+    return Path(folder) / f"{run_id}.tif"
+
+
+def _check_attention_dir(opts: AnnotateOptions) -> None:
+    folder = opts.attention_dir or opts.store.with_name(opts.store.stem + "_attention")
+    probe = Path(folder)
+    while not probe.exists():
+        probe = probe.parent
+    import os
+    if not os.access(probe, os.W_OK):
+        raise StoreError(f"cannot write attention rasters into {folder}: not writable; "
+                         "choose another --attention-dir")
+
+
+def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
+    """Annotate ``opts.raster`` into ``opts.store``; returns the job's result payload."""
+    t_start = time.perf_counter()
+    if opts.batch_size < 1:
+        raise StoreError("--batch-size must be at least 1")
+    model, spec = load_model(opts.model_dir)
+    plan = plan_annotation(opts, spec, reporter)
+    device = resolve_device(opts.device)
+    if opts.attention:
+        _check_attention_dir(opts)
+    store = AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs)
+    predictor = Predictor(model, spec, device)
+    params = {k: v for k, v in asdict(opts).items() if k != "extra"}
+    run_id = store.begin_run("annotate", params)
+    store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
+                         spec.metrics, spec.parent)
+    reporter.log(f"annotating {len(plan.grid)} tiles of {plan.grid.size_x}x{plan.grid.size_y} "
+                 f"raster px ({spec.tile_px} px at {spec.gsd_m} m) with {spec.model_id} on "
+                 f"{device.type}")
+    counters = {"written": 0, "skipped": 0}
+    att_path = attention_path(opts, run_id)
+    try:
+        wrote_attention = _stream(opts, plan, predictor, store, run_id, att_path, counters,
+                                  reporter)
+    except (JobInterrupted, KeyboardInterrupt):
+        store.finish_run(run_id, "interrupted", counters["written"], counters["skipped"],
+                         "stopped by the user or a signal")
+        store.close()
+        raise
+    except Exception as exc:
+        store.finish_run(run_id, "failed", counters["written"], counters["skipped"], str(exc))
+        store.close()
+        raise
+    result = {
+        "store": str(opts.store.resolve()),
+        "attention": str(att_path.resolve()) if wrote_attention else None,
+        "run_id": run_id, "model_id": spec.model_id, "tiles_total": len(plan.grid),
+        "tiles_written": counters["written"], "tiles_skipped_nodata": counters["skipped"],
+        "crs": plan.info.crs.to_string(), "labels": spec.labels,
+        "seconds": round(time.perf_counter() - t_start, 2),
+    }
+    store.finish_run(run_id, "completed", counters["written"], counters["skipped"], "",
+                     {"attention": result["attention"]})
+    store.close()
+    return result
+
+
+def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
+            store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
+            reporter: Reporter) -> bool:
+    """Predict and write every tile; True when an attention raster was written."""
+    info, grid, spec = plan.info, plan.grid, plan.spec
+    key = raster_key(info.path)
+    reader = TileReader(info, plan.band_indexes,
+                        pixel_scaling(info, plan.band_indexes, spec.bands, opts.s2_offset),
+                        spec.mean, spec.std, spec.tile_px)
+    gsd = float(np.mean(info.ground_resolution_m()))
+    writer: AttentionWriter | None = None
+    done, total = 0, len(grid)
+    reporter.progress("predict", 0, total)
+    try:
+        for batch in prefetched_batches(reader, iter(grid), opts.batch_size, opts.workers,
+                                        opts.prefetch):
+            keep = np.nonzero(batch.valid_fraction > 0)[0]
+            counters["skipped"] += len(batch.tiles) - len(keep)
+            if len(keep):
+                probs, att = predictor(batch.pixels[keep])
+                labels = predictor.labels_of(probs)
+                records = []
+                for row, k in enumerate(keep):
+                    t = batch.tiles[k]
+                    b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
+                    records.append(TileRecord(
+                        tile_id(key, grid, t), b, info.path, (t.col, t.row, t.size_x, t.size_y),
+                        gsd, t.is_edge(info.width, info.height),
+                        float(batch.valid_fraction[k]), probs[row], labels[row]))
+                counters["written"] += store.write_tiles(records, spec.model_id, run_id)
+                if att is not None and opts.attention:
+                    if writer is None:
+                        att_path.parent.mkdir(parents=True, exist_ok=True)
+                        writer = AttentionWriter(att_path, info, grid, spec.labels,
+                                                 {"TILELABEL_RUN": run_id,
+                                                  "TILELABEL_MODEL": spec.model_id,
+                                                  "TILELABEL_STORE": str(opts.store)})
+                    for row, k in enumerate(keep):
+                        writer.write(batch.tiles[k], att[row])
+            done += len(batch.tiles)
+            reporter.progress("predict", done, total)
+    finally:
+        reader.close()
+        if writer is not None:
+            writer.close()
+    return writer is not None

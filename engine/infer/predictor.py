@@ -1,0 +1,49 @@
+"""Running a loaded model on batches of normalised tiles."""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine.errors import TileLabelError
+from engine.models.modelfile import ModelSpec
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise TileLabelError("--device cuda was asked for but no CUDA GPU is visible to "
+                             "PyTorch; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise TileLabelError(f"unknown device '{name}'; use auto, cpu or cuda")
+    return torch.device(name)
+
+
+class Predictor:
+    """Probabilities [B, C] and attention [B, C, h, w] (or None) for batches of tiles."""
+
+    def __init__(self, model: nn.Module, spec: ModelSpec, device: torch.device) -> None:
+        self.model = model.to(device).eval()
+        self.spec = spec
+        self.device = device
+        self.thresholds = np.asarray(spec.label_thresholds(), np.float32)
+
+    @torch.inference_mode()
+    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+        amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
+               else nullcontext())
+        with amp:
+            out = self.model(x)
+        probs = torch.sigmoid(out.logits.float()).cpu().numpy()
+        att = None if out.attention is None else out.attention.float().cpu().numpy()
+        return probs, att
+
+    def labels_of(self, probs: np.ndarray) -> list[list[str]]:
+        """Predicted label names per row: probability at or above the label's threshold."""
+        return [[l for l, p, t in zip(self.spec.labels, row, self.thresholds) if p >= t]
+                for row in probs]

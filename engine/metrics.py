@@ -1,0 +1,92 @@
+"""Dataset-level multi-label metrics.
+
+Inputs: ``scores`` [N, C] probabilities, ``targets`` [N, C] 0/1, ``thresholds`` [C]
+(0.5 unless a model's calibrated thresholds are given). With ``pred = scores >= t``:
+
+- OP, OR, OF1 (overall / micro): precision and recall over all N*C decisions pooled,
+  OF1 = 2*OP*OR/(OP+OR); OF1 is the CM-GM paper's MiF1.
+- CP, CR, CF1 (per class, then averaged): CP = mean_c P_c, CR = mean_c R_c,
+  CF1 = 2*CP*CR/(CP+CR) (the CM-GM paper's MaF1); F1_macro = mean_c F1_c.
+  A class with no positive prediction has P_c = 0; with no positive target, R_c = 0.
+- EP, ER, EF1 (example based): precision/recall per image, averaged over images;
+  EF1 = mean over images of 2|Y∩P| / (|Y|+|P|) (1 when both are empty).
+- mAP_macro: mean over classes with at least one positive of the average precision
+  (area under the precision-recall step curve, as sklearn's average_precision_score);
+  mAP_micro: the AP of all N*C scores pooled.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def average_precision(scores: np.ndarray, targets: np.ndarray) -> float:
+    """AP = sum_k (R_k - R_{k-1}) P_k over score-sorted predictions (ties grouped)."""
+    targets = targets.astype(bool)
+    n_pos = int(targets.sum())
+    if n_pos == 0:
+        return float("nan")
+    order = np.argsort(-scores, kind="mergesort")
+    s, t = scores[order], targets[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp = np.cumsum(t)[distinct]
+    fp = (distinct + 1) - tp
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    return float(np.sum(np.diff(np.r_[0.0, recall]) * precision))
+
+
+def _div(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
+
+
+def multilabel_metrics(scores: np.ndarray, targets: np.ndarray,
+                       thresholds: np.ndarray | None = None,
+                       labels: list[str] | None = None) -> dict:
+    """All metrics of the module docstring, plus ``per_class`` and ``n_images``."""
+    scores, targets = np.asarray(scores, float), np.asarray(targets).astype(bool)
+    n, c = scores.shape
+    t = np.full(c, 0.5) if thresholds is None else np.asarray(thresholds, float)
+    pred = scores >= t
+    tp = (pred & targets).sum(0)
+    n_pred, n_true = pred.sum(0), targets.sum(0)
+    p_c, r_c = _div(tp, n_pred), _div(tp, n_true)
+    f1_c = _div(2 * p_c * r_c, p_c + r_c)
+    op, orr = float(_div(tp.sum(), n_pred.sum())), float(_div(tp.sum(), n_true.sum()))
+    cp, cr = float(p_c.mean()), float(r_c.mean())
+    inter = (pred & targets).sum(1)
+    ep = float(_div(inter, pred.sum(1)).mean())
+    er = float(_div(inter, targets.sum(1)).mean())
+    denom = pred.sum(1) + targets.sum(1)
+    ef1 = float(np.where(denom == 0, 1.0, _div(2 * inter, denom)).mean())
+    ap_c = np.array([average_precision(scores[:, j], targets[:, j]) for j in range(c)])
+    names = labels or [str(j) for j in range(c)]
+    return {
+        "n_images": int(n),
+        "mAP_macro": float(np.nanmean(ap_c)) if np.isfinite(ap_c).any() else float("nan"),
+        "mAP_micro": average_precision(scores.ravel(), targets.ravel()),
+        "OP": op, "OR": orr, "OF1": float(_div(2 * op * orr, op + orr)),
+        "CP": cp, "CR": cr, "CF1": float(_div(2 * cp * cr, cp + cr)),
+        "F1_macro": float(f1_c.mean()), "EP": ep, "ER": er, "EF1": ef1,
+        "per_class": {names[j]: {"AP": None if np.isnan(ap_c[j]) else float(ap_c[j]),
+                                 "P": float(p_c[j]), "R": float(r_c[j]), "F1": float(f1_c[j]),
+                                 "support": int(n_true[j])} for j in range(c)},
+    }
+
+
+def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray,
+                         grid: np.ndarray | None = None) -> np.ndarray:
+    """Per-label threshold maximising that label's F1 on the given (validation) data."""
+    grid = np.linspace(0.05, 0.95, 19) if grid is None else grid
+    targets = np.asarray(targets).astype(bool)
+    best = np.full(scores.shape[1], 0.5)
+    for j in range(scores.shape[1]):
+        if not targets[:, j].any():
+            continue
+        f1s = []
+        for g in grid:
+            p = scores[:, j] >= g
+            tp = (p & targets[:, j]).sum()
+            f1s.append(2 * tp / max(p.sum() + targets[:, j].sum(), 1))
+        best[j] = float(grid[int(np.argmax(f1s))])
+    return best

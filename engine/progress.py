@@ -1,0 +1,73 @@
+"""Job progress reporting: the JSON-lines job protocol or a human progress bar.
+
+With ``--json-progress`` every event is one JSON object on its own stdout line and
+nothing else is written to stdout (DESIGN.md, "Plugin and engine talk through a job
+protocol")::
+
+    {"event": "progress", "stage": "predict", "done": 12, "total": 480}
+    {"event": "log", "level": "info", "message": "..."}
+    {"event": "result", ...}
+    {"event": "error", "message": "..."}
+
+Without it, progress is a tqdm bar on stderr and logs are plain stderr lines.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, TextIO
+
+from tqdm import tqdm
+
+
+class Reporter:
+    """Reports a job's progress, logs, result and errors."""
+
+    def __init__(self, json_lines: bool = False, stream: TextIO | None = None) -> None:
+        self.json_lines = json_lines
+        self._out = stream or sys.stdout
+        self._bar: tqdm | None = None
+        self._stage: str | None = None
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._out.write(json.dumps(event, default=str) + "\n")
+        self._out.flush()
+
+    def progress(self, stage: str, done: int, total: int | None) -> None:
+        if self.json_lines:
+            self._emit({"event": "progress", "stage": stage, "done": done, "total": total})
+            return
+        if self._bar is None or self._stage != stage:
+            self.close()
+            self._bar = tqdm(total=total, desc=stage, unit="tile", file=sys.stderr,
+                             dynamic_ncols=True)
+            self._stage = stage
+        if total is not None and self._bar.total != total:
+            self._bar.total = total
+        self._bar.n = done
+        self._bar.refresh()
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self.json_lines:
+            self._emit({"event": "log", "level": level, "message": message})
+        elif self._bar is not None:
+            self._bar.write(f"{level}: {message}" if level != "info" else message, file=sys.stderr)
+        else:
+            print(f"{level}: {message}" if level != "info" else message, file=sys.stderr)
+
+    def result(self, payload: dict[str, Any]) -> None:
+        self.close()
+        if self.json_lines:
+            self._emit({"event": "result", **payload})
+
+    def error(self, message: str, exit_code: int) -> None:
+        self.close()
+        if self.json_lines:
+            self._emit({"event": "error", "message": message, "exit_code": exit_code})
+        print(f"error: {message}", file=sys.stderr)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+            self._stage = None
