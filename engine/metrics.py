@@ -72,21 +72,3 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray,
                                  "P": float(p_c[j]), "R": float(r_c[j]), "F1": float(f1_c[j]),
                                  "support": int(n_true[j])} for j in range(c)},
     }
-
-
-def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray,
-                         grid: np.ndarray | None = None) -> np.ndarray:
-    """Per-label threshold maximising that label's F1 on the given (validation) data."""
-    grid = np.linspace(0.05, 0.95, 19) if grid is None else grid
-    targets = np.asarray(targets).astype(bool)
-    best = np.full(scores.shape[1], 0.5)
-    for j in range(scores.shape[1]):
-        if not targets[:, j].any():
-            continue
-        f1s = []
-        for g in grid:
-            p = scores[:, j] >= g
-            tp = (p & targets[:, j]).sum()
-            f1s.append(2 * tp / max(p.sum() + targets[:, j].sum(), 1))
-        best[j] = float(grid[int(np.argmax(f1s))])
-    return best

@@ -29,7 +29,9 @@ def canonical(name: str | None) -> str:
     n = (name or "").strip().lower()
     m = re.fullmatch(r"b(?:and)?[ _]?0*(\d{1,2})(a?)", n)
     if m:
-        return f"B{int(m.group(1)):02d}{m.group(2).upper()}"
+        if m.group(2):  # the red-edge band 8A keeps its one-digit form
+            return f"B{int(m.group(1))}A"
+        return f"B{int(m.group(1)):02d}"
     for key, names in ALIASES.items():
         if n in names:
             return key

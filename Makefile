@@ -1,0 +1,32 @@
+# TileLabel: every target installs what it needs first (scripts/setup.sh, idempotent).
+PY      := .venv/bin/python
+SAMPLE  := resources/sample/gorinchem_0.25m_rgb.tif
+DEMO    := out/demo/gorinchem.gpkg
+UCM     ?= ../shared/data/ucmerced-ml
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup demo test default-model benchmarks clean
+
+setup:
+	@bash scripts/setup.sh
+
+# Annotate the sample raster with the default model; prints where the results are.
+demo: setup
+	@mkdir -p $(dir $(DEMO))
+	$(PY) -m engine.cli annotate $(SAMPLE) --out $(DEMO)
+
+# The whole test suite (engine and QGIS tests, headless).
+test: setup
+	$(PY) -m pytest -q
+
+# Rebuild resources/models/default from the UC Merced multi-label dev data.
+default-model: setup
+	$(PY) -m engine.train.linear_probe --dataset $(UCM) --out resources/models/default --cache out/cache
+
+# Speed and memory figures (read ../shared/data; not part of the tests).
+benchmarks: setup
+	$(PY) benchmarks/annotate_speed.py
+	$(PY) benchmarks/annotate_memory.py
+
+clean:
+	rm -rf out .pytest_cache

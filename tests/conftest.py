@@ -1,0 +1,67 @@
+"""Shared fixtures: paths to real test rasters, tiny models, and an in-process CLI runner."""
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
+DEFAULT_MODEL = ROOT / "resources" / "models" / "default"
+UCM_LABELS = ["airplane", "bare-soil", "buildings", "cars", "chaparral", "court", "dock",
+              "field", "grass", "mobile-home", "pavement", "sand", "sea", "ship", "tanks",
+              "trees", "water"]
+
+
+@dataclass
+class CliResult:
+    code: int
+    out: str
+    err: str
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run ``tilelabel ARGS`` in this process; returns exit code, stdout and stderr."""
+    from engine.cli import main
+
+    def run(*args: str) -> CliResult:
+        previous = signal.getsignal(signal.SIGTERM)
+        try:
+            code = main([str(a) for a in args])
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        captured = capsys.readouterr()
+        return CliResult(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tiny_model_factory(tmp_path_factory):
+    """Make small untrained models (random weights) for testing the pipeline's mechanics
+    on rasters the default model does not suit (other bands, other resolutions)."""
+    import torch
+
+    from engine.models.modelfile import ModelSpec, build_model, save_model
+
+    made: dict[tuple, Path] = {}
+
+    def make(bands=("red", "green", "blue"), gsd_m=0.3, tile_px=64, labels=tuple(UCM_LABELS[:5]),
+             model_id="tiny-test-model") -> Path:
+        key = (tuple(bands), gsd_m, tile_px, tuple(labels), model_id)
+        if key not in made:
+            torch.manual_seed(0)
+            spec = ModelSpec(model_id=model_id, arch="gap-linear", labels=list(labels),
+                             bands=list(bands), gsd_m=gsd_m, tile_px=tile_px,
+                             mean=[0.5] * len(bands), std=[0.25] * len(bands),
+                             arch_config={"backbone": "efficientnet_lite0"},
+                             description="untrained test model (random weights)")
+            made[key] = save_model(build_model(spec), spec,
+                                   tmp_path_factory.mktemp("model") / "m")
+        return made[key]
+
+    return make

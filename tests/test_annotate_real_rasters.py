@@ -1,0 +1,194 @@
+"""Annotating real rasters gives stores and attention rasters a GIS analyst can trust."""
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from shapely.geometry import box
+
+from conftest import DATA, DEFAULT_MODEL, SAMPLE
+
+
+def _tiles(store):
+    return gpd.read_file(store, layer="tiles")
+
+
+def _result(out: str) -> dict:
+    events = [json.loads(line) for line in out.splitlines()]
+    return next(e for e in events if e["event"] == "result")
+
+
+def assert_attention_aligned(att_path, raster_path):
+    """Same CRS, pixel size a whole multiple of the raster's, origin on a raster pixel edge."""
+    with rasterio.open(att_path) as att, rasterio.open(raster_path) as src:
+        assert att.crs == src.crs
+        f = att.transform.a / src.transform.a
+        assert f == pytest.approx(round(f)) and round(f) >= 1
+        assert att.transform.e / src.transform.e == pytest.approx(f)
+        col = (att.transform.c - src.transform.c) / src.transform.a
+        row = (att.transform.f - src.transform.f) / src.transform.e
+        assert col == pytest.approx(round(col), abs=1e-6)
+        assert row == pytest.approx(round(row), abs=1e-6)
+        values = att.read(masked=True)
+        assert values.min() >= 0.0 and values.max() <= 1.0
+        return att.descriptions
+
+
+def test_default_model_annotates_sample_raster_into_store_covering_it(tmp_path, run_cli):
+    store = tmp_path / "sample.gpkg"
+    res = run_cli("annotate", SAMPLE, "--out", store, "--json-progress")
+    assert res.code == 0, res.err
+    result = _result(res.out)
+    tiles = _tiles(store)
+    with rasterio.open(SAMPLE) as src:
+        assert tiles.crs == src.crs
+        raster_box = box(*src.bounds)
+    assert len(tiles) == result["tiles_written"] > 0
+    assert tiles.union_all().covers(raster_box)
+    p_cols = [c for c in tiles.columns if c.startswith("p_")]
+    assert len(p_cols) == 17
+    assert ((tiles[p_cols] >= 0) & (tiles[p_cols] <= 1)).all().all()
+    assert set(tiles["status"]) == {"predicted"}
+    labels = assert_attention_aligned(result["attention"], SAMPLE)
+    assert list(labels) == result["labels"]
+
+
+def test_default_model_finds_water_and_buildings_in_the_gorinchem_scene(tmp_path, run_cli):
+    """The sample scene is a river with industrial buildings: a working model says so."""
+    store = tmp_path / "s.gpkg"
+    assert run_cli("annotate", SAMPLE, "--out", store).code == 0
+    tiles = _tiles(store)
+    found = set("; ".join(tiles["labels"].fillna("")).split("; "))
+    assert {"water", "buildings"} <= found
+
+
+def test_extent_in_another_crs_is_reprojected(tmp_path, run_cli):
+    from rasterio.warp import transform_bounds
+
+    with rasterio.open(SAMPLE) as src:
+        left, bottom, right, top = src.bounds
+        crs = src.crs
+    sub = (left + 10, bottom + 10, left + 90, bottom + 90)   # 80 m square, SW corner
+    lonlat = transform_bounds(crs, "EPSG:4326", *sub)
+    store = tmp_path / "e.gpkg"
+    res = run_cli("annotate", SAMPLE, "--out", store, "--extent", *lonlat,
+                  "--extent-crs", "EPSG:4326", "--no-attention")
+    assert res.code == 0, res.err
+    tiles = _tiles(store)
+    assert tiles.crs == crs
+    assert tiles.union_all().covers(box(*sub))
+    assert len(tiles) <= 4  # 76.8 m tiles: the 80 m square touches at most 2 x 2
+
+
+def test_web_mercator_chip_uses_ground_metres_not_mercator_units(tmp_path, run_cli):
+    """A 0.2 'm' EPSG:3857 pixel at 40.7 N is 0.15 m on the ground: tiles must be larger."""
+    raster = DATA / "usgs_hro_10325_excerpt.tif"
+    store = tmp_path / "hro.gpkg"
+    assert run_cli("annotate", raster, "--out", store, "--no-attention").code == 0
+    tiles = _tiles(store)
+    with rasterio.open(raster) as src:
+        res = src.transform.a
+    width_px = tiles["win_width"].iloc[0]
+    assert width_px * res * np.cos(np.radians(40.7)) == pytest.approx(76.8, rel=0.05)
+
+
+def test_naip_four_band_raster_uses_its_rgb_bands(tmp_path, run_cli):
+    store = tmp_path / "naip.gpkg"
+    res = run_cli("annotate", DATA / "naip_0.6m_milwaukee_airport.tif", "--out", store)
+    assert res.code == 0, res.err
+    tiles = _tiles(store)
+    assert len(tiles) >= 1 and tiles["edge"].all()  # 105 x 86 m raster, 76.8 m tiles
+
+
+def test_unnamed_uint16_landsat_bands_are_taken_in_order_with_a_warning(
+        tmp_path, run_cli, tiny_model_factory):
+    model = tiny_model_factory(gsd_m=30.0, tile_px=32)
+    res = run_cli("annotate", DATA / "landsat8_itaipu_excerpt.tif", "--out",
+                  tmp_path / "l8.gpkg", "--model", model)
+    assert res.code == 0, res.err
+    assert "assuming bands 1,2,3 are red, green, blue" in res.err
+    assert len(_tiles(tmp_path / "l8.gpkg")) == 49  # 200 px / 32 px tiles -> 7 x 7
+
+
+def test_sentinel2_band_files_feed_a_sentinel2_model(tmp_path, run_cli, tiny_model_factory):
+    """BigEarthNet L2A bands B04/B03/B02 as a VRT stack, matched to the model by name."""
+    patch = DATA / "S2A_MSIL2A_20170613T101031_87_48"
+    vrt = tmp_path / "rgb.vrt"
+    _stack_vrt([patch / f"{patch.name}_{b}.tif" for b in ("B04", "B03", "B02")],
+               ["B04", "B03", "B02"], vrt)
+    model = tiny_model_factory(bands=("B02", "B03", "B04"), gsd_m=10.0, tile_px=40)
+    res = run_cli("annotate", vrt, "--out", tmp_path / "s2.gpkg", "--model", model,
+                  "--json-progress")
+    assert res.code == 0, res.err
+    assert _result(res.out)["tiles_written"] == 9  # 120 px patch / 40 px tiles
+
+
+def _stack_vrt(files, names, out):
+    with rasterio.open(files[0]) as ds:
+        w, h, t, crs = ds.width, ds.height, ds.transform, ds.crs.to_wkt()
+    from xml.sax.saxutils import escape
+    bands = "".join(
+        f'<VRTRasterBand dataType="UInt16" band="{i + 1}"><Description>{n}</Description>'
+        f'<SimpleSource><SourceFilename relativeToVRT="0">{f}</SourceFilename>'
+        f'<SourceBand>1</SourceBand></SimpleSource></VRTRasterBand>'
+        for i, (f, n) in enumerate(zip(files, names)))
+    out.write_text(f'<VRTDataset rasterXSize="{w}" rasterYSize="{h}"><SRS>{escape(crs)}</SRS>'
+                   f'<GeoTransform>{t.c},{t.a},{t.b},{t.f},{t.d},{t.e}</GeoTransform>{bands}'
+                   '</VRTDataset>')
+
+
+def test_nodata_only_tiles_are_skipped_and_counted(tmp_path, run_cli, tiny_model_factory):
+    """The Landsat 7 excerpt's top-left corner is its nodata collar."""
+    model = tiny_model_factory(gsd_m=300.0, tile_px=32)
+    store = tmp_path / "l7.gpkg"
+    res = run_cli("annotate", DATA / "landsat7_collar_excerpt.tif", "--out", store,
+                  "--model", model, "--json-progress")
+    assert res.code == 0, res.err
+    result = _result(res.out)
+    assert result["tiles_skipped_nodata"] > 0
+    assert result["tiles_written"] + result["tiles_skipped_nodata"] == result["tiles_total"]
+    tiles = _tiles(store)
+    assert (tiles["valid_fraction"] > 0).all()
+    with sqlite3.connect(store) as conn:
+        skipped = conn.execute("SELECT tiles_skipped_nodata FROM runs").fetchone()[0]
+    assert skipped == result["tiles_skipped_nodata"]
+
+
+def test_edge_tiles_are_padded_and_flagged(tmp_path, run_cli):
+    store = tmp_path / "s.gpkg"
+    assert run_cli("annotate", SAMPLE, "--out", store, "--no-attention").code == 0
+    tiles = _tiles(store)
+    # 1000 px / 307 px tiles: the fourth row and column reach past the raster.
+    assert tiles["edge"].sum() == 7 and (~tiles["edge"].astype(bool)).sum() == 9
+    assert (tiles.loc[tiles["edge"] == 1, "valid_fraction"] < 1).all()
+
+
+def test_overlap_makes_more_tiles_and_attention_still_aligns(tmp_path, run_cli):
+    store = tmp_path / "o.gpkg"
+    res = run_cli("annotate", SAMPLE, "--out", store, "--overlap", "0.5", "--json-progress")
+    assert res.code == 0, res.err
+    assert len(_tiles(store)) == 49  # stride 154 px: columns at 0, 154, ..., 924 -> 7 x 7
+    assert_attention_aligned(_result(res.out)["attention"], SAMPLE)
+
+
+def test_reannotating_updates_predictions_and_keeps_corrections(tmp_path, run_cli):
+    from engine.store import AnnotationStore
+
+    store = tmp_path / "s.gpkg"
+    assert run_cli("annotate", SAMPLE, "--out", store, "--no-attention").code == 0
+    with AnnotationStore.open(store) as s:
+        tid = _tiles(store)["tile_id"].iloc[0]
+        s.add_correction([tid], ["water", "ship"], author="analyst")
+    assert run_cli("annotate", SAMPLE, "--out", store, "--no-attention").code == 0
+    tiles = _tiles(store)
+    assert len(tiles) == 16  # updated in place, no duplicates
+    row = tiles.set_index("tile_id").loc[tid]
+    assert row["status"] == "corrected" and row["final_labels"] == "ship; water"
+    with AnnotationStore.open(store) as s:
+        assert len(s.corrections(tid)) == 1
+        runs = s.conn.execute("SELECT outcome FROM runs").fetchall()
+    assert [r[0] for r in runs] == ["completed", "completed"]

@@ -1,0 +1,31 @@
+"""Metrics against hand-computed values and scikit-learn."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score
+
+from engine.metrics import multilabel_metrics
+
+
+def test_metrics_match_hand_computed_values():
+    targets = np.array([[1, 0], [1, 1], [0, 0], [0, 1]])
+    scores = np.array([[0.9, 0.2], [0.6, 0.4], [0.7, 0.1], [0.2, 0.8]])
+    m = multilabel_metrics(scores, targets)
+    # predictions at 0.5: [1,0], [1,0], [1,0], [0,1] -> TP 3, predicted 4, true 4
+    assert m["OP"] == pytest.approx(3 / 4) and m["OR"] == pytest.approx(3 / 4)
+    # class 0: P 2/3, R 1; class 1: P 1, R 1/2
+    assert m["CP"] == pytest.approx((2 / 3 + 1) / 2) and m["CR"] == pytest.approx(0.75)
+    cp, cr = (2 / 3 + 1) / 2, 0.75
+    assert m["CF1"] == pytest.approx(2 * cp * cr / (cp + cr))
+    assert m["EF1"] == pytest.approx((1 + 2 / 3 + 0 + 1) / 4)  # empty/non-empty image -> 0
+
+
+def test_average_precision_matches_sklearn():
+    rng = np.random.default_rng(0)
+    targets = rng.random((200, 6)) < 0.3
+    scores = np.round(rng.random((200, 6)) + targets * 0.3, 2)  # ties included
+    m = multilabel_metrics(scores, targets)
+    expected = np.mean([average_precision_score(targets[:, j], scores[:, j]) for j in range(6)])
+    assert m["mAP_macro"] == pytest.approx(expected)
+    assert m["mAP_micro"] == pytest.approx(average_precision_score(targets.ravel(), scores.ravel()))

@@ -1,0 +1,66 @@
+"""Model directories: safetensors + model.json, checked on load."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import DEFAULT_MODEL, UCM_LABELS
+from engine.errors import ModelFileError
+from engine.models.modelfile import load_model, read_spec
+
+
+def test_default_model_loads_with_its_labels_bands_and_resolution():
+    model, spec = load_model(DEFAULT_MODEL)
+    assert spec.labels == UCM_LABELS
+    assert spec.bands == ["red", "green", "blue"] and spec.gsd_m == 0.3
+    assert len(spec.label_thresholds()) == 17
+    out = model(torch.zeros(1, 3, 64, 64))
+    assert out.logits.shape == (1, 17) and out.attention.shape == (1, 17, 2, 2)
+
+
+def test_default_model_card_states_its_validation_accuracy():
+    spec = read_spec(DEFAULT_MODEL)
+    assert spec.metrics["val"]["OF1"] > 0.5 and spec.metrics["test"]["CF1"] > 0.5
+    card = (DEFAULT_MODEL / "README.md").read_text()
+    assert f"{spec.metrics['val']['OF1']:.3f}" in card
+
+
+def test_model_directory_never_holds_a_pickle():
+    assert sorted(p.name for p in DEFAULT_MODEL.iterdir()) == ["README.md", "model.json",
+                                                               "model.safetensors"]
+
+
+def test_inconsistent_model_json_is_refused(tmp_path, tiny_model_factory):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_factory(), d)
+    doc = json.loads((d / "model.json").read_text())
+    doc["mean"] = [0.5]  # one value for three bands
+    (d / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="one value per band"):
+        read_spec(d)
+
+
+def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path, tiny_model_factory):
+    import shutil
+
+    d = tmp_path / "m"
+    shutil.copytree(tiny_model_factory(), d)
+    doc = json.loads((d / "model.json").read_text())
+    doc["labels"] = doc["labels"] + ["extra"]  # head now needs 6 outputs, weights have 5
+    doc["weights"].pop("sha256")
+    (d / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="does not fit architecture"):
+        load_model(d)
+
+
+def test_models_list_and_info_commands(run_cli):
+    res = run_cli("models", "list")
+    assert res.code == 0 and "gap-linear" in res.out
+    res = run_cli("models", "info", DEFAULT_MODEL)
+    assert res.code == 0 and "17" in res.out and "0.3 m/px" in res.out
+    res = run_cli("models", "info", DEFAULT_MODEL, "--json-progress")
+    assert json.loads(res.out.splitlines()[-1])["model"]["labels"] == UCM_LABELS

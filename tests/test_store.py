@@ -1,0 +1,90 @@
+"""The GeoPackage annotation store: schema, safe label columns, corrections history."""
+from __future__ import annotations
+
+import geopandas as gpd
+import pytest
+from rasterio.crs import CRS
+
+from engine.errors import StoreError
+from engine.store import AnnotationStore, TileRecord, label_columns
+
+BIGEARTHNET_SAMPLE = ["Continuous urban fabric", "Non-irrigated arable land",
+                      "Fruit trees and berry plantations",
+                      "Land principally occupied by agriculture, with significant areas of natural vegetation",
+                      "Sea and ocean", 'A label with "quotes" and \'apostrophes\'', "Sea & ocean"]
+
+
+def test_label_columns_are_safe_unique_sql_names():
+    cols = label_columns(BIGEARTHNET_SAMPLE)
+    assert cols[0] == "p_continuous_urban_fabric"
+    assert cols[4] == "p_sea_and_ocean" and cols[6] == "p_sea_ocean"
+    assert len(set(cols)) == len(cols)
+    assert all(c.replace("_", "").isalnum() and c.isascii() for c in cols)
+    assert all(len(c) <= 52 for c in cols)
+
+
+def _record(i: int, probs: list[float]) -> TileRecord:
+    return TileRecord(f"t{i}", (i * 10.0, 0.0, i * 10.0 + 10, 10.0), "scene.tif",
+                      (i * 10, 0, 10, 10), 1.0, False, 1.0, probs, [])
+
+
+def test_store_keeps_the_real_label_names_and_geopandas_reads_them(tmp_path):
+    path = tmp_path / "ben.gpkg"
+    with AnnotationStore.create_or_open(path, BIGEARTHNET_SAMPLE, CRS.from_epsg(32633)) as s:
+        s.write_tiles([_record(0, [0.1] * 7), _record(1, [0.9] * 7)], "m", "r")
+    mapping = gpd.read_file(path, layer="label_columns")
+    assert mapping["label"].tolist() == BIGEARTHNET_SAMPLE
+    tiles = gpd.read_file(path, layer="tiles")
+    assert tiles.crs.to_epsg() == 32633 and len(tiles) == 2
+    assert tiles["top_label"].tolist() == [BIGEARTHNET_SAMPLE[0]] * 2
+    assert tiles.total_bounds.tolist() == [0.0, 0.0, 20.0, 10.0]
+
+
+def test_store_with_a_custom_crs_round_trips(tmp_path):
+    crs = CRS.from_proj4("+proj=tmerc +lat_0=0 +lon_0=5.1 +k=0.9996 +x_0=500000 +datum=WGS84")
+    path = tmp_path / "c.gpkg"
+    with AnnotationStore.create_or_open(path, ["a", "b"], crs) as s:
+        s.write_tiles([_record(0, [0.2, 0.7])], "m", "r")
+    tiles = gpd.read_file(path, layer="tiles")
+    assert CRS.from_wkt(tiles.crs.to_wkt()) == crs
+    with AnnotationStore.create_or_open(path, ["a", "b"], crs) as s:  # reopens, same CRS
+        assert s.tile_count() == 1
+
+
+def test_corrections_are_history_and_the_latest_wins(tmp_path):
+    path = tmp_path / "s.gpkg"
+    with AnnotationStore.create_or_open(path, ["trees", "water", "cars"], CRS.from_epsg(3857)) as s:
+        s.write_tiles([_record(0, [0.9, 0.1, 0.2])], "m", "r")
+        s.add_correction(["t0"], ["water"], author="ana")
+        s.add_correction(["t0"], ["water", "trees"], author="ben")
+        s.add_correction(["t0"], None, status="verified", author="ana")
+        history = s.corrections("t0")
+        tile = s.tile("t0")
+    assert [h["labels"] for h in history] == ["water", "trees; water", "trees; water"]
+    assert [h["author"] for h in history] == ["ana", "ben", "ana"]
+    assert tile["status"] == "verified" and tile["final_labels"] == "trees; water"
+
+
+def test_correction_with_an_unknown_label_is_refused_and_writes_nothing(tmp_path):
+    path = tmp_path / "s.gpkg"
+    with AnnotationStore.create_or_open(path, ["trees", "water"], CRS.from_epsg(3857)) as s:
+        s.write_tiles([_record(0, [0.9, 0.1])], "m", "r")
+        with pytest.raises(StoreError, match="unknown label"):
+            s.add_correction(["t0"], ["lava"])
+        assert s.corrections("t0") == []
+
+
+def test_a_failed_batch_writes_nothing_of_itself(tmp_path):
+    path = tmp_path / "s.gpkg"
+    with AnnotationStore.create_or_open(path, ["a", "b"], CRS.from_epsg(3857)) as s:
+        s.write_tiles([_record(0, [0.5, 0.5])], "m", "r")
+        with pytest.raises(Exception):
+            s.write_tiles([_record(1, [0.5, 0.5]), _record(2, [0.5])], "m", "r")  # bad row
+        assert s.tile_count() == 1
+
+
+def test_store_in_another_crs_is_refused(tmp_path):
+    path = tmp_path / "s.gpkg"
+    AnnotationStore.create_or_open(path, ["a"], CRS.from_epsg(32633)).close()
+    with pytest.raises(StoreError, match="another CRS"):
+        AnnotationStore.create_or_open(path, ["a"], CRS.from_epsg(32632))
