@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from shapely.geometry import box
 
-from conftest import DATA, DEFAULT_MODEL, SAMPLE
+from conftest import DATA, SAMPLE, UCM_LABELS
 
 
 def _tiles(store):
@@ -101,7 +101,9 @@ def test_naip_four_band_raster_uses_its_rgb_bands(tmp_path, run_cli):
     res = run_cli("annotate", DATA / "naip_0.6m_milwaukee_airport.tif", "--out", store)
     assert res.code == 0, res.err
     tiles = _tiles(store)
-    assert len(tiles) >= 1 and tiles["edge"].all()  # 105 x 86 m raster, 76.8 m tiles
+    # 175 x 143 px at 0.6 m; 76.8 m tiles are 128 px: 2 x 2 tiles, all but the first padded
+    assert len(tiles) == 4 and tiles["edge"].tolist() == [0, 1, 1, 1]
+    assert set(tiles["top_label"]) <= set(UCM_LABELS)
 
 
 def test_unnamed_uint16_landsat_bands_are_taken_in_order_with_a_warning(

@@ -39,8 +39,8 @@ class AttentionWriter:
         r1 = min(info.height, i1 * grid.stride_y + grid.size_y)
         self.width = max(1, math.ceil((c1 - self.c0) / f))
         self.height = max(1, math.ceil((r1 - self.r0) / f))
-        transform = info.transform * rasterio.Affine.translation(self.c0, self.r0) \
-            * rasterio.Affine.scale(f)
+        transform = (info.transform @ rasterio.Affine.translation(self.c0, self.r0)
+                     @ rasterio.Affine.scale(f))
         self.path = Path(path)
         self.ds = rasterio.open(
             self.path, "w", driver="GTiff", width=self.width, height=self.height,

@@ -93,7 +93,11 @@ def add_attribute_table(conn: sqlite3.Connection, table: str, columns_sql: str,
 
 
 def _add_rtree(conn: sqlite3.Connection, t: str) -> None:
-    """The gpkg_rtree_index extension: virtual R-tree plus the spec's maintenance triggers."""
+    """The gpkg_rtree_index extension: a virtual R-tree kept current by triggers.
+
+    The update trigger deletes then inserts (rather than the spec's INSERT OR REPLACE)
+    because an UPSERT on the feature table overrides the trigger's conflict policy.
+    """
     idx = f"rtree_{t}_geom"
     conn.execute(f'CREATE VIRTUAL TABLE "{idx}" USING rtree(id, minx, maxx, miny, maxy)')
     conn.execute("INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
@@ -101,9 +105,9 @@ def _add_rtree(conn: sqlite3.Connection, t: str) -> None:
     env = ("ST_MinX(NEW.geom), ST_MaxX(NEW.geom), ST_MinY(NEW.geom), ST_MaxY(NEW.geom)")
     conn.executescript(f"""
 CREATE TRIGGER "{idx}_insert" AFTER INSERT ON "{t}" WHEN (new.geom NOT NULL)
-BEGIN INSERT OR REPLACE INTO "{idx}" VALUES (NEW.fid, {env}); END;
+BEGIN INSERT INTO "{idx}" VALUES (NEW.fid, {env}); END;
 CREATE TRIGGER "{idx}_update" AFTER UPDATE OF geom ON "{t}" WHEN (new.geom NOT NULL)
-BEGIN INSERT OR REPLACE INTO "{idx}" VALUES (NEW.fid, {env}); END;
+BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; INSERT INTO "{idx}" VALUES (NEW.fid, {env}); END;
 CREATE TRIGGER "{idx}_delete" AFTER DELETE ON "{t}" WHEN old.geom NOT NULL
 BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; END;
 """)

@@ -1,0 +1,1 @@
+"""Label statistics, adjacency, label sequences and label text embeddings."""
