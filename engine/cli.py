@@ -143,7 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotate even when the raster's resolution is far from the model's")
     a.add_argument("--s2-offset", type=float, help="Sentinel-2 L2A BOA_ADD_OFFSET (e.g. -1000) "
                    "when the raster's metadata does not carry it")
-    a.add_argument("--workers", type=int, default=2, help="tile-reading threads")
+    a.add_argument("--workers", type=int, help="tile-reading threads (default: 1 on CPU, "
+                   "4 with CUDA)")
     _common(a)
     a.set_defaults(func=cmd_annotate)
 

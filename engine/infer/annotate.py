@@ -46,7 +46,7 @@ class AnnotateOptions:
     bands: list[int] | None = None
     allow_gsd_mismatch: bool = False
     s2_offset: float | None = None
-    workers: int = 2
+    workers: int | None = None  # tile-reading threads; None: 1 on CPU, 4 on CUDA
     prefetch: int = 4
     extra: dict = field(default_factory=dict)
 
@@ -163,7 +163,8 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
     done, total = 0, len(grid)
     reporter.progress("predict", 0, total)
     try:
-        for batch in prefetched_batches(reader, iter(grid), opts.batch_size, opts.workers,
+        workers = opts.workers or (4 if predictor.device.type == "cuda" else 1)
+        for batch in prefetched_batches(reader, iter(grid), opts.batch_size, workers,
                                         opts.prefetch):
             keep = np.nonzero(batch.valid_fraction > 0)[0]
             counters["skipped"] += len(batch.tiles) - len(keep)

@@ -8,6 +8,7 @@ normalisation), so they pull predictions nowhere.
 """
 from __future__ import annotations
 
+import os
 import threading
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -102,6 +103,22 @@ def batched(items: Iterable[Tile], size: int) -> Iterator[list[Tile]]:
         yield chunk
 
 
+READER_NICENESS = 19
+
+
+def _lower_thread_priority() -> None:
+    """Run this reader thread at the lowest CPU priority (Linux; a no-op elsewhere).
+
+    On a CPU-bound machine the model's intra-op threads wait for each other at every
+    layer, so a reader that pre-empts one of them stalls them all; at low priority the
+    reader takes the CPU the model leaves (measured in benchmarks/annotate_speed.py).
+    """
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), READER_NICENESS)
+    except (AttributeError, OSError):
+        pass
+
+
 def prefetched_batches(reader: TileReader, tiles: Iterable[Tile], batch_size: int,
                        workers: int, depth: int) -> Iterator[TileBatch]:
     """Batches in order, read ``depth`` batches ahead by ``workers`` threads.
@@ -109,7 +126,8 @@ def prefetched_batches(reader: TileReader, tiles: Iterable[Tile], batch_size: in
     At most ``depth`` batches are in memory at once, whatever the raster's size.
     """
     pending: deque[Future[TileBatch]] = deque()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader") as pool:
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tile-reader",
+                            initializer=_lower_thread_priority) as pool:
         try:
             for chunk in batched(tiles, batch_size):
                 pending.append(pool.submit(reader.read_batch, chunk))
