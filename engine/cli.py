@@ -114,6 +114,73 @@ def cmd_models_info(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
+    from engine.data.datasets import open_dataset
+    from engine.models.modelfile import read_spec
+    from engine.train.trainer import Trainer, TrainConfig
+
+    bands = read_spec(Path(args.init_from)).bands if args.init_from else None
+    datasets = [open_dataset(spec, bands=bands) for spec in args.dataset]
+    for d in datasets:
+        for warning in d.warnings:
+            reporter.log(f"{d!r}: {warning}", "warning")
+    cfg = TrainConfig(arch=args.arch, backbone=args.backbone, pretrained=not args.no_pretrained,
+                      epochs=args.epochs, batch_size=args.batch_size, image_px=args.image_size,
+                      lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
+                      grad_clip=args.grad_clip, loss=args.loss, patience=args.patience,
+                      seed=args.seed, device=args.device, amp=not args.no_amp,
+                      workers=args.workers, freeze_backbone=args.freeze_backbone,
+                      model_id=args.model_id)
+    result = Trainer(cfg, datasets, Path(args.out), reporter,
+                     Path(args.init_from) if args.init_from else None, args.resume).run()
+    if result:
+        reporter.result(result)
+        if not reporter.json_lines:
+            m = result["metrics"]
+            print(f"model {result['model_id']} written to {result['model']}\n"
+                  f"  best epoch {result['best_epoch'] + 1} of {result['epochs_run']}: val "
+                  f"mAP {m['mAP_macro']:.3f}  OF1 {m['OF1']:.3f}  CF1 {m['CF1']:.3f}  "
+                  f"({result['images_per_second']} images/s)")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace, reporter: Reporter) -> int:
+    from engine.train.evaluate import evaluate, metrics_table
+
+    metrics = evaluate(Path(args.model), args.dataset, args.split, reporter,
+                       args.batch_size, args.device)
+    if args.report:
+        Path(args.report).write_text(json.dumps(metrics, indent=2) + "\n")
+    reporter.result({k: v for k, v in metrics.items() if k != "per_class"}
+                    | {"report": args.report})
+    if not reporter.json_lines:
+        print(metrics_table(metrics))
+    return 0
+
+
+def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
+    import numpy as np
+
+    from engine.data.datasets import open_dataset
+    from engine.graph.drawing import draw_label_graph
+    from engine.graph.label_graph import LabelGraph
+
+    dataset = open_dataset(args.dataset)
+    samples = dataset.split(args.split) if args.split else dataset.samples
+    graph = LabelGraph.mine(dataset.labels, dataset.targets(samples), args.tau)
+    Path(args.out).write_text(json.dumps(graph.to_json(), indent=1) + "\n")
+    png = str(draw_label_graph(graph, Path(args.png))) if args.png else None
+    reporter.result({"graph": args.out, "png": png, "edges": len(graph.edges()),
+                     "labels": len(graph.labels), "n_images": graph.n_images})
+    if not reporter.json_lines:
+        print(f"{len(graph.edges())} edges among {len(graph.labels)} labels "
+              f"(P(Lj|Li) >= {args.tau}, {graph.n_images} images) -> {args.out}"
+              + (f", drawn in {png}" if png else ""))
+        for a, b, p in sorted(graph.edges(), key=lambda e: -e[2])[:10]:
+            print(f"  {a} -> {b}  {p:.2f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.infer.annotate import DEFAULT_MODEL
 
@@ -147,6 +214,58 @@ def build_parser() -> argparse.ArgumentParser:
                    "4 with CUDA)")
     _common(a)
     a.set_defaults(func=cmd_annotate)
+
+    t = sub.add_parser("train", help="train a model on one or more datasets",
+                       description="Train ARCH on KIND:PATH datasets (ucmerced, bigearthnet-v1, "
+                       "bigearthnet-v2, gpkg) and write a model directory. Several GPUs or "
+                       "machines: start it with torchrun.")
+    t.add_argument("--arch", default="gap-linear", help="architecture (tilelabel models list)")
+    t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
+                   help="training data; repeat to combine datasets with the same labels")
+    t.add_argument("--out", required=True, help="model directory to write")
+    t.add_argument("--backbone", default="efficientnet_lite0",
+                   help="efficientnet_lite0 (ImageNet weights packaged), resnet50, resnet101")
+    t.add_argument("--no-pretrained", action="store_true", help="start the backbone from scratch")
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--image-size", type=int, help="input side in px (default: the dataset's)")
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"))
+    t.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm (0: off)")
+    t.add_argument("--loss", default="bce", choices=("bce", "weighted-bce", "asl"))
+    t.add_argument("--patience", type=int, default=5, help="early stopping: epochs without "
+                   "a better validation mAP")
+    t.add_argument("--seed", type=int, default=0, help="seeds the split, shuffling, augmentation")
+    t.add_argument("--init-from", help="fine-tune from this model directory")
+    t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    t.add_argument("--freeze-backbone", action="store_true")
+    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
+    t.add_argument("--model-id", help="name of the new model version")
+    _common(t)
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="multi-label metrics of a model on a dataset")
+    e.add_argument("--model", required=True, help="model directory")
+    e.add_argument("--dataset", required=True, metavar="KIND:PATH")
+    e.add_argument("--split", choices=("train", "val", "test"),
+                   help="evaluate one split (default: every image of the dataset)")
+    e.add_argument("--report", help="write all metrics as JSON to this file")
+    e.add_argument("--batch-size", type=int, default=32)
+    e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _common(e)
+    e.set_defaults(func=cmd_evaluate)
+
+    g = sub.add_parser("graph", help="mine and draw the label co-occurrence graph of a dataset")
+    g.add_argument("--dataset", required=True, metavar="KIND:PATH")
+    g.add_argument("--out", required=True, help="graph JSON to write")
+    g.add_argument("--png", help="also draw the graph to this PNG")
+    g.add_argument("--tau", type=float, default=0.4, help="edge threshold on P(Lj|Li)")
+    g.add_argument("--split", choices=("train", "val", "test"), help="mine one split only")
+    _common(g)
+    g.set_defaults(func=cmd_graph)
 
     m = sub.add_parser("models", help="architectures and model directories")
     msub = m.add_subparsers(dest="models_command", required=True)

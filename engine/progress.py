@@ -5,7 +5,8 @@ nothing else is written to stdout (DESIGN.md, "Plugin and engine talk through a 
 protocol")::
 
     {"event": "progress", "stage": "predict", "done": 12, "total": 480}
-    {"event": "log", "level": "info", "message": "..."}
+    {"event": "log", "level": "info", "message": "...", ...extra fields}
+      (training adds "epoch_metrics": {"epoch", "loss", "mAP_macro", "OF1", ...})
     {"event": "result", ...}
     {"event": "error", "message": "..."}
 
@@ -18,6 +19,9 @@ import sys
 from typing import Any, TextIO
 
 from tqdm import tqdm
+
+
+UNITS = {"predict": "tile", "train": "batch", "evaluate": "image"}
 
 
 class Reporter:
@@ -39,7 +43,7 @@ class Reporter:
             return
         if self._bar is None or self._stage != stage:
             self.close()
-            self._bar = tqdm(total=total, desc=stage, unit="tile", file=sys.stderr,
+            self._bar = tqdm(total=total, desc=stage, unit=UNITS.get(stage, "it"), file=sys.stderr,
                              dynamic_ncols=True)
             self._stage = stage
         if total is not None and self._bar.total != total:
@@ -47,9 +51,10 @@ class Reporter:
         self._bar.n = done
         self._bar.refresh()
 
-    def log(self, message: str, level: str = "info") -> None:
+    def log(self, message: str, level: str = "info", **fields: Any) -> None:
+        """A log line; ``fields`` (e.g. ``epoch_metrics``) ride along in JSON mode."""
         if self.json_lines:
-            self._emit({"event": "log", "level": level, "message": message})
+            self._emit({"event": "log", "level": level, "message": message, **fields})
         elif self._bar is not None:
             self._bar.write(f"{level}: {message}" if level != "info" else message, file=sys.stderr)
         else:

@@ -118,7 +118,7 @@ def test_unnamed_uint16_landsat_bands_are_taken_in_order_with_a_warning(
 
 def test_sentinel2_band_files_feed_a_sentinel2_model(tmp_path, run_cli, tiny_model_factory):
     """BigEarthNet L2A bands B04/B03/B02 as a VRT stack, matched to the model by name."""
-    patch = DATA / "S2A_MSIL2A_20170613T101031_87_48"
+    patch = DATA / "bigearthnet_v1" / "S2A_MSIL2A_20170613T101031_87_48"
     vrt = tmp_path / "rgb.vrt"
     _stack_vrt([patch / f"{patch.name}_{b}.tif" for b in ("B04", "B03", "B02")],
                ["B04", "B03", "B02"], vrt)

@@ -43,7 +43,7 @@ def test_sentinel2_processing_baseline_4_uses_the_minus_1000_offset():
 
 
 def test_sentinel2_l2a_uint16_is_scaled_to_reflectance():
-    patch = DATA / "S2A_MSIL2A_20170613T101031_87_48"
+    patch = DATA / "bigearthnet_v1" / "S2A_MSIL2A_20170613T101031_87_48"
     info = open_raster(patch / f"{patch.name}_B04.tif")
     scaling = pixel_scaling(info, [1], ["B04"])
     with rasterio.open(info.path) as ds:

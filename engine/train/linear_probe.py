@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 from engine.data.images import read_chip
-from engine.data.ucmerced import UCMERCED_GSD_M, Sample, read_ucmerced
+from engine.data.datasets import Sample
+from engine.data.ucmerced import UCMERCED_GSD_M, UCMercedMultiLabel
 from engine.metrics import multilabel_metrics
 from engine.models.backbones.efficientnet_lite import IMAGENET_MEAN, IMAGENET_STD
 from engine.models.gap_linear import GapLinear, GapLinearConfig
@@ -54,7 +55,7 @@ def pooled_features(backbone: nn.Module, samples: list[Sample], recipe: ProbeRec
     views = range(8) if augment else range(1)
     for i in range(0, len(samples), 32):
         chunk = samples[i:i + 32]
-        x = torch.from_numpy(np.stack([read_chip(s.path, recipe.image_px) for s in chunk]))
+        x = torch.from_numpy(np.stack([read_chip(Path(s.source), recipe.image_px) for s in chunk]))
         x = (x - mean) / std
         y = np.stack([s.target for s in chunk])
         for k in views:
@@ -107,7 +108,7 @@ def _cached(cache_dir: Path | None, split: str, recipe: ProbeRecipe,
 def train_linear_probe(dataset_dir: Path, out_dir: Path, recipe: ProbeRecipe,
                        cache_dir: Path | None = None) -> dict:
     torch.manual_seed(recipe.seed)
-    data = read_ucmerced(dataset_dir)
+    data = UCMercedMultiLabel.open(dataset_dir)
     splits = {name: data.split(name, recipe.seed) for name in ("train", "val", "test")}
     model = GapLinear(GapLinearConfig(n_labels=len(data.labels), pretrained=True)).eval()
     mean = torch.tensor(IMAGENET_MEAN)[:, None, None]

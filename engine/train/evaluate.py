@@ -1,0 +1,65 @@
+"""Evaluating a model directory on a dataset: dataset-level multi-label metrics."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from engine.data.datasets import open_dataset
+from engine.errors import TileLabelError
+from engine.infer.predictor import resolve_device
+from engine.metrics import multilabel_metrics
+from engine.models.modelfile import load_model
+from engine.progress import Reporter
+from engine.train.loader import TrainingView
+
+
+def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Reporter,
+             batch_size: int = 32, device: str = "auto") -> dict[str, Any]:
+    """Metrics of the model on every image of the dataset, or on one split of it."""
+    model, spec = load_model(model_dir)
+    dataset = open_dataset(dataset_spec, bands=spec.bands)
+    if dataset.labels != spec.labels:
+        raise TileLabelError(f"the dataset's labels ({len(dataset.labels)}) are not the "
+                             f"model's ({len(spec.labels)}); evaluate on data of the same "
+                             "vocabulary")
+    samples = dataset.split(split, spec.training.get("split_seed", 0)) if split else dataset.samples
+    if not samples:
+        raise TileLabelError(f"the {split or 'whole'} split of {dataset!r} is empty")
+    seen = set(spec.training.get("train_images", ()))
+    overlap = sum(s.name in seen for s in samples)
+    if overlap:
+        reporter.log(f"{overlap} of the {len(samples)} evaluated images were used to train "
+                     f"{spec.model_id}: these figures are optimistic (use --split test)",
+                     "warning")
+    dev = resolve_device(device)
+    model = model.to(dev).eval()
+    view = TrainingView([(dataset, s) for s in samples], spec.bands, spec.tile_px, spec.mean,
+                        spec.std, train=False)
+    scores, done = [], 0
+    with torch.inference_mode():
+        for x, _, _ in DataLoader(view, batch_size=batch_size):
+            scores.append(torch.sigmoid(model(x.to(dev)).logits.float()).cpu().numpy())
+            done += len(x)
+            reporter.progress("evaluate", done, len(samples))
+    metrics = multilabel_metrics(np.concatenate(scores), dataset.targets(samples),
+                                 np.asarray(spec.label_thresholds()), spec.labels)
+    metrics.update(model_id=spec.model_id, dataset=dataset_spec, split=split or "all",
+                   train_overlap=overlap)
+    return metrics
+
+
+def metrics_table(m: dict[str, Any]) -> str:
+    """A readable table: the headline figures, then per-class AP/P/R/F1/support."""
+    keys = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro", "EF1")
+    lines = [f"{m['model_id']} on {m['dataset']} ({m['split']}, {m['n_images']} images)",
+             "  ".join(f"{k} {m[k]:.3f}" for k in keys), "",
+             f"{'label':40s} {'AP':>6s} {'P':>6s} {'R':>6s} {'F1':>6s} {'support':>8s}"]
+    for label, c in m["per_class"].items():
+        ap = "-" if c["AP"] is None else f"{c['AP']:.3f}"
+        lines.append(f"{label[:40]:40s} {ap:>6s} {c['P']:6.3f} {c['R']:6.3f} {c['F1']:6.3f} "
+                     f"{c['support']:8d}")
+    return "\n".join(lines)

@@ -1,0 +1,53 @@
+"""Multi-label classification losses on logits [B, C] and 0/1 targets [B, C].
+
+- ``bce``: binary cross-entropy, mean over labels and images.
+- ``weighted-bce``: BCE with positive weight w_c = n_neg_c / n_pos_c from the training
+  labels (clamped to [1, 50]), so rare labels are not ignored.
+- ``asl``: asymmetric loss (Ridnik et al. 2021, Eq. 1-5): positives
+  (1-p)^gamma_pos * log(p), negatives p_m^gamma_neg * log(1-p_m) with the shifted
+  probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LOSSES = ("bce", "weighted-bce", "asl")
+
+
+class AsymmetricLoss(nn.Module):
+    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
+                 eps: float = 1e-8) -> None:
+        super().__init__()
+        self.gamma_pos, self.gamma_neg, self.clip, self.eps = gamma_pos, gamma_neg, clip, eps
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p = torch.sigmoid(logits)
+        p_m = (p - self.clip).clamp(min=0) if self.clip > 0 else p
+        pos = targets * (1 - p).pow(self.gamma_pos) * torch.log(p.clamp(min=self.eps))
+        neg = (1 - targets) * p_m.pow(self.gamma_neg) * torch.log((1 - p_m).clamp(min=self.eps))
+        return -(pos + neg).sum(1).mean()
+
+
+class WeightedBCE(nn.Module):
+    def __init__(self, pos_weight: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight)
+
+
+def build_loss(name: str, train_targets: np.ndarray) -> nn.Module:
+    if name == "bce":
+        return nn.BCEWithLogitsLoss()
+    if name == "weighted-bce":
+        pos = train_targets.sum(0)
+        neg = len(train_targets) - pos
+        w = np.clip(neg / np.maximum(pos, 1), 1.0, 50.0)
+        return WeightedBCE(torch.tensor(w, dtype=torch.float32))
+    if name == "asl":
+        return AsymmetricLoss()
+    raise ValueError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")

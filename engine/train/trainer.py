@@ -1,0 +1,280 @@
+"""The trainer: any registered architecture on any mix of datasets.
+
+One epoch = shuffled training batches (augmented), the architecture's loss plus the
+extra losses it reports through ``model.extra_losses(output, targets)``, gradient
+clipping, then a validation pass. The learning rate follows a cosine or step schedule
+per epoch; the epoch with the best validation mAP (macro) is kept, and training stops
+early after ``patience`` epochs without improvement. A checkpoint is written after every
+epoch (``<out>/checkpoint``); ``resume=True`` continues from it exactly.
+
+CUDA and AMP (float16 autocast + GradScaler) are used when available; several GPUs or
+machines through torchrun (see engine.train.distributed).
+"""
+from __future__ import annotations
+
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
+
+from engine.data.datasets import MultiLabelDataset, Sample
+from engine.errors import TileLabelError
+from engine.graph.label_graph import LabelGraph
+from engine.infer.predictor import resolve_device
+from engine.metrics import multilabel_metrics
+from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
+from engine.progress import Reporter
+from engine.train.checkpoint import load_checkpoint, save_checkpoint
+from engine.train.distributed import DistContext, gather, init_distributed, shutdown
+from engine.train.loader import TrainingView, band_statistics
+from engine.train.losses import build_loss
+
+METRIC_KEYS = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro",
+               "EF1", "n_images")
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (the CLI's flags, as data)."""
+
+    arch: str = "gap-linear"
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = True
+    epochs: int = 10
+    batch_size: int = 32
+    image_px: int | None = None       # default: the dataset's native size
+    lr: float = 1e-3
+    backbone_lr_scale: float = 0.1    # backbone learns at lr * this (pretrained features)
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"          # cosine | step | constant
+    step_every: int = 10
+    step_gamma: float = 0.1
+    grad_clip: float = 5.0
+    loss: str = "bce"
+    patience: int = 5
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    workers: int = 0
+    freeze_backbone: bool = False
+    model_id: str | None = None
+    arch_config: dict[str, Any] = field(default_factory=dict)
+
+
+def learning_rate_factor(cfg: TrainConfig, epoch: int) -> float:
+    if cfg.schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+    if cfg.schedule == "step":
+        return cfg.step_gamma ** (epoch // max(cfg.step_every, 1))
+    if cfg.schedule == "constant":
+        return 1.0
+    raise TileLabelError(f"unknown schedule '{cfg.schedule}'; use cosine, step or constant")
+
+
+def _items(datasets: list[MultiLabelDataset], split: str, seed: int) -> list[tuple[MultiLabelDataset, Sample]]:
+    return [(d, s) for d in datasets for s in d.split(split, seed)]
+
+
+def _check_vocabularies(datasets: list[MultiLabelDataset], init: ModelSpec | None) -> list[str]:
+    labels = datasets[0].labels
+    for d in datasets[1:]:
+        if d.labels != labels:
+            raise TileLabelError(f"datasets disagree on labels: {d!r} has {len(d.labels)} labels, "
+                                 f"{datasets[0]!r} has {len(labels)}; train on one vocabulary")
+    if init is not None and init.labels != labels:
+        raise TileLabelError(f"the label vocabulary of the data ({len(labels)} labels, e.g. "
+                             f"{labels[0]!r}) does not match --init-from model "
+                             f"{init.model_id} ({len(init.labels)} labels, e.g. "
+                             f"{init.labels[0]!r}); fine-tune only on data with the same labels")
+    return labels
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, datasets: list[MultiLabelDataset], out: Path,
+                 reporter: Reporter, init_from: Path | None = None, resume: bool = False) -> None:
+        self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
+        self.device = resolve_device(cfg.device)
+        self.ctx: DistContext = init_distributed(self.device.type)
+        if self.ctx.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.ctx.local_rank)
+        self.resume = resume
+        parent_model, parent = (load_model(init_from) if init_from else (None, None))
+        labels = _check_vocabularies(datasets, parent)
+        self.train_items = _items(datasets, "train", cfg.seed)
+        self.val_items = _items(datasets, "val", cfg.seed)
+        for name, items in (("train", self.train_items), ("val", self.val_items)):
+            if not items:
+                raise TileLabelError(f"the {name} split of {', '.join(map(repr, datasets))} is "
+                                     "empty; add data (or more corrected tiles)")
+        self.spec, self.model = self._model(labels, parent, parent_model)
+
+    def _model(self, labels: list[str], parent: ModelSpec | None,
+               parent_model: nn.Module | None) -> tuple[ModelSpec, nn.Module]:
+        cfg, first = self.cfg, self.datasets[0]
+        if parent is not None:
+            spec = ModelSpec(**{**asdict(parent), "parent": parent.model_id, "metrics": {},
+                                "training": {}})
+            spec.model_id = cfg.model_id or f"{parent.model_id}-ft{time.strftime('%Y%m%d%H%M%S')}"
+            return spec, parent_model
+        px = cfg.image_px or first.default_px
+        bands = list(first.bands)
+        own = [s for d, s in self.train_items if d is first]
+        mean, std = band_statistics(first, own, bands, px)
+        graph = LabelGraph.mine(labels, np.stack([s.target for _, s in self.train_items]))
+        spec = ModelSpec(
+            model_id=cfg.model_id or f"{first.kind}-{cfg.arch}-{time.strftime('%Y%m%d%H%M%S')}",
+            arch=cfg.arch, labels=labels, bands=bands, gsd_m=first.gsd_m, tile_px=px,
+            mean=mean, std=std, arch_config={"backbone": cfg.backbone, **cfg.arch_config},
+            label_graph=graph.to_json(),
+            description=f"{cfg.arch} ({cfg.backbone}) trained on {', '.join(d.kind for d in self.datasets)}")
+        torch.manual_seed(cfg.seed)  # the new layers' initial weights
+        return spec, build_model(spec, pretrained=cfg.pretrained)
+
+    # -- data -------------------------------------------------------------------------
+    def _view(self, items: list, train: bool) -> TrainingView:
+        return TrainingView(items, self.spec.bands, self.spec.tile_px, self.spec.mean,
+                            self.spec.std, train, self.cfg.seed)
+
+    def _loader(self, view: TrainingView, train: bool, epoch: int) -> DataLoader:
+        if self.ctx.enabled:
+            sampler = DistributedSampler(view, self.ctx.world_size, self.ctx.rank,
+                                         shuffle=train, seed=self.cfg.seed)
+            sampler.set_epoch(epoch)
+        elif train:
+            sampler = RandomSampler(view, generator=torch.Generator().manual_seed(
+                self.cfg.seed * 7919 + epoch))
+        else:
+            sampler = SequentialSampler(view)
+        return DataLoader(view, batch_size=self.cfg.batch_size, sampler=sampler,
+                          num_workers=self.cfg.workers, pin_memory=self.device.type == "cuda")
+
+    # -- optimisation -----------------------------------------------------------------
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        backbone = getattr(model, "backbone", None)
+        if backbone is not None and self.cfg.freeze_backbone:
+            backbone.requires_grad_(False)
+        bb_ids = {id(p) for p in backbone.parameters()} if backbone is not None else set()
+        bb = [p for p in model.parameters() if id(p) in bb_ids and p.requires_grad]
+        rest = [p for p in model.parameters() if id(p) not in bb_ids and p.requires_grad]
+        groups = [{"params": rest, "lr": self.cfg.lr, "base_lr": self.cfg.lr}]
+        if bb:
+            lr = self.cfg.lr * self.cfg.backbone_lr_scale
+            groups.append({"params": bb, "lr": lr, "base_lr": lr})
+        return torch.optim.AdamW(groups, weight_decay=self.cfg.weight_decay)
+
+    def run(self) -> dict[str, Any]:
+        cfg, main = self.cfg, self.ctx.is_main
+        model = self.model.to(self.device)
+        optimizer = self._optimizer(model)
+        net = (nn.parallel.DistributedDataParallel(
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if self.ctx.enabled else model)
+        criterion = build_loss(cfg.loss, np.stack([s.target for _, s in self.train_items])).to(self.device)
+        use_amp = cfg.amp and self.device.type == "cuda"
+        scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+        train_view, val_view = self._view(self.train_items, True), self._view(self.val_items, False)
+        ckpt = self.out / "checkpoint"
+        state: dict[str, Any] = {"epoch": -1, "best_map": -1.0, "best_epoch": -1,
+                                 "stale": 0, "history": [], "images_seen": 0, "train_seconds": 0.0}
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        if self.resume:
+            state, best = load_checkpoint(ckpt, model, optimizer)
+            if main:
+                self.reporter.log(f"resuming after epoch {state['epoch'] + 1} from {ckpt}")
+        steps_per_epoch = math.ceil(len(train_view) / (cfg.batch_size * self.ctx.world_size))
+        for epoch in range(state["epoch"] + 1, cfg.epochs):
+            if state["stale"] >= cfg.patience:
+                break
+            torch.manual_seed(cfg.seed * 104_729 + epoch)
+            train_view.epoch = epoch
+            for g in optimizer.param_groups:
+                g["lr"] = g["base_lr"] * learning_rate_factor(cfg, epoch)
+            model.train()
+            if cfg.freeze_backbone and hasattr(model, "backbone"):
+                model.backbone.eval()  # frozen means frozen batch-norm statistics too
+            t0, losses = time.perf_counter(), []
+            for step, (x, y, _) in enumerate(self._loader(train_view, True, epoch)):
+                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
+                    out = net(x)
+                    loss = criterion(out.logits.float(), y)
+                    extra = getattr(model, "extra_losses", None)
+                    if extra is not None:
+                        loss = loss + sum(extra(out, y).values())
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+                if cfg.grad_clip > 0:
+                    nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                losses.append(float(loss.detach()))
+                state["images_seen"] += len(x) * self.ctx.world_size
+                if main:
+                    self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
+                                           cfg.epochs * steps_per_epoch)
+            state["train_seconds"] += time.perf_counter() - t0
+            metrics = self.validate(net, val_view)
+            entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+                     **{k: metrics[k] for k in METRIC_KEYS}, "lr": optimizer.param_groups[0]["lr"]}
+            state["history"].append(entry)
+            if metrics["mAP_macro"] > state["best_map"]:
+                state.update(best_map=metrics["mAP_macro"], best_epoch=epoch, stale=0,
+                             best_metrics={k: metrics[k] for k in METRIC_KEYS},
+                             best_per_class=metrics["per_class"])
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            else:
+                state["stale"] += 1
+            state["epoch"] = epoch
+            if main:
+                save_checkpoint(ckpt, model, best, optimizer, state)
+                self.reporter.log(
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}  val mAP "
+                    f"{metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  CF1 {metrics['CF1']:.3f}"
+                    f"{'  (best)' if state['best_epoch'] == epoch else ''}", epoch_metrics=entry)
+        model.load_state_dict(best)
+        result = self._finish(model, state) if main else {}
+        shutdown(self.ctx)
+        return result
+
+    @torch.no_grad()
+    def validate(self, net: nn.Module, view: TrainingView) -> dict[str, Any]:
+        net.eval()
+        scores, targets, index = [], [], []
+        for x, y, i in self._loader(view, False, 0):
+            out = net(x.to(self.device))
+            scores.append(torch.sigmoid(out.logits.float()).cpu().numpy())
+            targets.append(y.numpy())
+            index.append(i.numpy())
+        parts = gather((np.concatenate(scores), np.concatenate(targets), np.concatenate(index)),
+                       self.ctx)
+        s, t, i = (np.concatenate([p[k] for p in parts]) for k in range(3))
+        _, first = np.unique(i, return_index=True)  # DistributedSampler pads with repeats
+        return multilabel_metrics(s[first], t[first], np.asarray(self.spec.label_thresholds()),
+                                  self.spec.labels)
+
+    def _finish(self, model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
+        cfg = self.cfg
+        throughput = state["images_seen"] / max(state["train_seconds"], 1e-9)
+        self.spec.metrics = {"val": state.get("best_metrics", {}),
+                             "val_per_class": state.get("best_per_class", {})}
+        self.spec.training = {
+            "datasets": [f"{d.kind}:{d.root}" for d in self.datasets],
+            "split_seed": cfg.seed, "n_train": len(self.train_items), "n_val": len(self.val_items),
+            "train_images": sorted(s.name for _, s in self.train_items),
+            "config": asdict(cfg), "best_epoch": state["best_epoch"],
+            "epochs_run": state["epoch"] + 1, "history": state["history"],
+            "images_per_second": round(throughput, 2), "device": self.device.type,
+            "world_size": self.ctx.world_size}
+        save_model(model, self.spec, self.out)
+        return {"model": str(self.out.resolve()), "model_id": self.spec.model_id,
+                "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,
+                "metrics": self.spec.metrics["val"], "images_per_second": round(throughput, 2),
+                "parent": self.spec.parent}
