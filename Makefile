@@ -27,6 +27,8 @@ default-model: setup
 benchmarks: setup
 	$(PY) benchmarks/annotate_speed.py
 	$(PY) benchmarks/annotate_memory.py
+	$(PY) benchmarks/default_model_accuracy.py
+	$(PY) benchmarks/train_throughput.py
 
 clean:
 	rm -rf out .pytest_cache

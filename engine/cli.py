@@ -130,7 +130,9 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                       grad_clip=args.grad_clip, loss=args.loss, patience=args.patience,
                       seed=args.seed, device=args.device, amp=not args.no_amp,
                       workers=args.workers, freeze_backbone=args.freeze_backbone,
-                      model_id=args.model_id)
+                      model_id=args.model_id,
+                      arch_config={"backbone_weights": args.backbone_weights}
+                      if args.backbone_weights else {})
     result = Trainer(cfg, datasets, Path(args.out), reporter,
                      Path(args.init_from) if args.init_from else None, args.resume).run()
     if result:
@@ -225,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True, help="model directory to write")
     t.add_argument("--backbone", default="efficientnet_lite0",
                    help="efficientnet_lite0 (ImageNet weights packaged), resnet50, resnet101")
+    t.add_argument("--backbone-weights", help="local ImageNet weights for a ResNet backbone "
+                   "(.safetensors; see docs/training.md to convert a torchvision .pth)")
     t.add_argument("--no-pretrained", action="store_true", help="start the backbone from scratch")
     t.add_argument("--epochs", type=int, default=10)
     t.add_argument("--image-size", type=int, help="input side in px (default: the dataset's)")

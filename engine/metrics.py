@@ -10,6 +10,8 @@ Inputs: ``scores`` [N, C] probabilities, ``targets`` [N, C] 0/1, ``thresholds`` 
   A class with no positive prediction has P_c = 0; with no positive target, R_c = 0.
 - EP, ER, EF1 (example based): precision/recall per image, averaged over images;
   EF1 = mean over images of 2|Y∩P| / (|Y|+|P|) (1 when both are empty).
+- top-3 variants (``top3``): OP/OR/OF1 and CP/CR/CF1 when each image's prediction is
+  its 3 highest-scoring labels (the ML-GCN convention), whatever the thresholds.
 - mAP_macro: mean over classes with at least one positive of the average precision
   (area under the precision-recall step curve, as sklearn's average_precision_score);
   mAP_micro: the AP of all N*C scores pooled.
@@ -40,6 +42,23 @@ def _div(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a, dtype=float), where=b > 0)
 
 
+def _decision_metrics(pred: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    tp = (pred & targets).sum(0)
+    n_pred, n_true = pred.sum(0), targets.sum(0)
+    p_c, r_c = _div(tp, n_pred), _div(tp, n_true)
+    op, orr = float(_div(tp.sum(), n_pred.sum())), float(_div(tp.sum(), n_true.sum()))
+    cp, cr = float(p_c.mean()), float(r_c.mean())
+    return {"OP": op, "OR": orr, "OF1": float(_div(2 * op * orr, op + orr)),
+            "CP": cp, "CR": cr, "CF1": float(_div(2 * cp * cr, cp + cr))}
+
+
+def top_k_predictions(scores: np.ndarray, k: int = 3) -> np.ndarray:
+    pred = np.zeros(scores.shape, bool)
+    top = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    np.put_along_axis(pred, top, True, axis=1)
+    return pred
+
+
 def multilabel_metrics(scores: np.ndarray, targets: np.ndarray,
                        thresholds: np.ndarray | None = None,
                        labels: list[str] | None = None) -> dict:
@@ -52,8 +71,6 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray,
     n_pred, n_true = pred.sum(0), targets.sum(0)
     p_c, r_c = _div(tp, n_pred), _div(tp, n_true)
     f1_c = _div(2 * p_c * r_c, p_c + r_c)
-    op, orr = float(_div(tp.sum(), n_pred.sum())), float(_div(tp.sum(), n_true.sum()))
-    cp, cr = float(p_c.mean()), float(r_c.mean())
     inter = (pred & targets).sum(1)
     ep = float(_div(inter, pred.sum(1)).mean())
     er = float(_div(inter, targets.sum(1)).mean())
@@ -65,9 +82,9 @@ def multilabel_metrics(scores: np.ndarray, targets: np.ndarray,
         "n_images": int(n),
         "mAP_macro": float(np.nanmean(ap_c)) if np.isfinite(ap_c).any() else float("nan"),
         "mAP_micro": average_precision(scores.ravel(), targets.ravel()),
-        "OP": op, "OR": orr, "OF1": float(_div(2 * op * orr, op + orr)),
-        "CP": cp, "CR": cr, "CF1": float(_div(2 * cp * cr, cp + cr)),
+        **_decision_metrics(pred, targets),
         "F1_macro": float(f1_c.mean()), "EP": ep, "ER": er, "EF1": ef1,
+        "top3": _decision_metrics(top_k_predictions(scores, min(3, c)), targets),
         "per_class": {names[j]: {"AP": None if np.isnan(ap_c[j]) else float(ap_c[j]),
                                  "P": float(p_c[j]), "R": float(r_c[j]), "F1": float(f1_c[j]),
                                  "support": int(n_true[j])} for j in range(c)},

@@ -23,11 +23,16 @@ if [ ! -x "$VENV/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$VENV"
 fi
 
+# pip warns about local package indexes this image lists but lacks; keep errors, drop those.
+pip_install() {
+  "$VENV/bin/python" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }
+}
+
 STAMP="$VENV/.tilelabel-installed"
 if [ ! -f "$STAMP" ] || [ requirements.txt -nt "$STAMP" ] || [ setup.cfg -nt "$STAMP" ]; then
   echo "setup: installing Python packages into $VENV (first time: a few minutes)" >&2
-  "$VENV/bin/python" -m pip install -q --upgrade pip "setuptools>=64" wheel
-  "$VENV/bin/python" -m pip install -q -r requirements.txt
-  "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e .
+  pip_install --upgrade pip "setuptools>=64" wheel
+  pip_install -r requirements.txt
+  pip_install --no-deps --no-build-isolation -e .
   touch "$STAMP"
 fi

@@ -35,3 +35,30 @@ def test_first_conv_is_adapted_not_reinitialised_for_more_bands():
     torch.testing.assert_close(w4[:, 3], w.mean(1) * 3 / 4)
     net = pretrained_efficientnet_lite0(in_bands=4)
     torch.testing.assert_close(net._conv_stem.weight.data, w4)
+
+
+def test_resnet_backbone_loads_weights_from_a_local_file_and_adapts_bands(tmp_path):
+    import torchvision
+    from safetensors.torch import save_file
+
+    from engine.models.backbones import build_backbone
+
+    torch.manual_seed(0)
+    reference = torchvision.models.resnet50(weights=None).state_dict()
+    path = tmp_path / "resnet50.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.items()}, str(path))
+    net = build_backbone("resnet50", in_bands=5, pretrained=True, weights_file=path)
+    torch.testing.assert_close(net.body[0].weight.data,
+                               adapt_first_conv(reference["conv1.weight"], 5))
+    torch.testing.assert_close(net.body[4][0].conv1.weight.data, reference["layer1.0.conv1.weight"])
+    assert net(torch.zeros(1, 5, 64, 64)).shape == (1, 2048, 2, 2)
+
+
+def test_resnet_without_a_weights_file_says_how_to_get_pretrained_weights():
+    import pytest
+
+    from engine.errors import ModelFileError
+    from engine.models.backbones import build_backbone
+
+    with pytest.raises(ModelFileError, match="local weights file"):
+        build_backbone("resnet101", in_bands=3, pretrained=True)

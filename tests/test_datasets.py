@@ -17,6 +17,8 @@ def test_ucmerced_reader_reads_jpegs_with_their_label_rows():
     bands = d.read(airplane)
     assert list(bands) == ["red", "green", "blue"] and bands["red"].shape == (128, 128)
     assert 0 <= bands["red"].min() and bands["red"].max() <= 1
+    tif = next(s for s in d.samples if s.name == "agricultural00")  # the one GeoTIFF
+    assert tif.source.endswith(".tif") and d.read(tif)["green"].shape == (128, 128)
 
 
 def test_ucmerced_split_is_stratified_deterministic_and_disjoint():

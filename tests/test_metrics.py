@@ -29,3 +29,11 @@ def test_average_precision_matches_sklearn():
     expected = np.mean([average_precision_score(targets[:, j], scores[:, j]) for j in range(6)])
     assert m["mAP_macro"] == pytest.approx(expected)
     assert m["mAP_micro"] == pytest.approx(average_precision_score(targets.ravel(), scores.ravel()))
+
+
+def test_top3_metrics_predict_each_images_three_best_labels():
+    targets = np.array([[1, 1, 0, 0, 0], [0, 0, 0, 0, 1]])
+    scores = np.array([[0.9, 0.8, 0.7, 0.1, 0.0], [0.5, 0.4, 0.3, 0.2, 0.1]])
+    top3 = multilabel_metrics(scores, targets)["top3"]
+    # image 1: top3 {0,1,2}, 2 right of 3; image 2: top3 {0,1,2}, none right
+    assert top3["OP"] == pytest.approx(2 / 6) and top3["OR"] == pytest.approx(2 / 3)

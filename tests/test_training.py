@@ -53,6 +53,7 @@ def test_short_training_beats_chance_on_the_validation_split(trained):
     assert len(spec["mean"]) == 3 and all(0 < m < 1 for m in spec["mean"])  # from train split
     assert spec["training"]["n_train"] == 84 and len(spec["training"]["history"]) == 3
     assert spec["label_graph"]["tau"] == 0.4
+    assert np.array(spec["label_embeddings"]).shape == (17, 384)  # cached: no text model at inference
 
 
 def test_evaluate_reports_metrics_and_warns_about_training_images(trained, tmp_path, run_cli):

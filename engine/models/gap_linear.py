@@ -8,6 +8,7 @@ sigmoid(CAM), i.e. how strongly each location on its own indicates the label.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -22,6 +23,7 @@ class GapLinearConfig:
     in_bands: int = 3
     backbone: str = "efficientnet_lite0"
     pretrained: bool = False
+    backbone_weights: str | None = None  # local ImageNet weights file (ResNet)
     dropout: float = 0.2
 
 
@@ -30,7 +32,8 @@ class GapLinear(nn.Module):
 
     def __init__(self, cfg: GapLinearConfig) -> None:
         super().__init__()
-        self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
+        weights = Path(cfg.backbone_weights) if cfg.backbone_weights else None
+        self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained, weights)
         self.dropout = nn.Dropout(cfg.dropout)
         self.head = nn.Linear(self.backbone.out_channels, cfg.n_labels)
 

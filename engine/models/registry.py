@@ -28,6 +28,7 @@ def _build_gap_linear(cfg: dict[str, Any], n_labels: int, in_bands: int,
     return GapLinear(GapLinearConfig(n_labels=n_labels, in_bands=in_bands,
                                      backbone=cfg.get("backbone", "efficientnet_lite0"),
                                      pretrained=pretrained,
+                                     backbone_weights=cfg.get("backbone_weights"),
                                      dropout=float(cfg.get("dropout", 0.2))))
 
 

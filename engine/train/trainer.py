@@ -260,6 +260,17 @@ class Trainer:
         return multilabel_metrics(s[first], t[first], np.asarray(self.spec.label_thresholds()),
                                   self.spec.labels)
 
+    def _label_embeddings(self) -> list[list[float]] | None:
+        """Text embeddings of the labels, cached in model.json for graph-based models and
+        label-aware tools; skipped with a warning when no text model is installed."""
+        from engine.graph.label_embeddings import embed_labels
+
+        try:
+            return np.round(embed_labels(self.spec.labels), 6).tolist()
+        except (TileLabelError, ImportError, OSError) as exc:
+            self.reporter.log(f"label embeddings not stored: {exc}", "warning")
+            return None
+
     def _finish(self, model: nn.Module, state: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg
         throughput = state["images_seen"] / max(state["train_seconds"], 1e-9)
@@ -273,6 +284,8 @@ class Trainer:
             "epochs_run": state["epoch"] + 1, "history": state["history"],
             "images_per_second": round(throughput, 2), "device": self.device.type,
             "world_size": self.ctx.world_size}
+        if self.spec.label_embeddings is None:
+            self.spec.label_embeddings = self._label_embeddings()
         save_model(model, self.spec, self.out)
         return {"model": str(self.out.resolve()), "model_id": self.spec.model_id,
                 "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,

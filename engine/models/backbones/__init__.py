@@ -33,7 +33,11 @@ class ResNetFeatures(nn.Module):
             state["conv1.weight"] = adapt_first_conv(state["conv1.weight"], in_bands)
             state = {k: v for k, v in state.items() if not k.startswith("fc.")}
             net.conv1 = nn.Conv2d(in_bands, 64, 7, 2, 3, bias=False)
-            net.load_state_dict(state, strict=False)
+            missing, unexpected = net.load_state_dict(state, strict=False)
+            missing = [k for k in missing if not k.startswith("fc.")]
+            if missing or unexpected:
+                raise ModelFileError(f"{weights_file} does not hold ResNet-{depth} weights "
+                                     f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
         elif in_bands != 3:
             net.conv1 = nn.Conv2d(in_bands, 64, 7, 2, 3, bias=False)
         self.body = nn.Sequential(*list(net.children())[:-2])
@@ -44,13 +48,23 @@ class ResNetFeatures(nn.Module):
 
 
 def _read_resnet_weights(path: Path) -> dict[str, torch.Tensor]:
-    """ResNet ImageNet weights from a local .safetensors or torchvision .pth file."""
-    if not Path(path).is_file():
+    """ResNet ImageNet weights from a local .safetensors file.
+
+    Pickled .pth files are refused: a weights file from elsewhere must not be able to
+    run code. Convert a torchvision checkpoint you trust once with
+    ``safetensors.torch.save_file(torch.load(p, weights_only=True), "resnet50.safetensors")``.
+    """
+    path = Path(path)
+    if not path.is_file():
         raise ModelFileError(f"ResNet weights file not found: {path}")
-    if str(path).endswith(".safetensors"):
-        from safetensors.torch import load_file
-        return load_file(str(path))
-    return torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix != ".safetensors":
+        raise ModelFileError(
+            f"{path} is not a .safetensors file; TileLabel does not load pickled weights. "
+            "Convert a checkpoint you trust with: python -c \"import torch, safetensors.torch "
+            f"as s; s.save_file(torch.load('{path}', weights_only=True), "
+            f"'{path.with_suffix('.safetensors')}')\"")
+    from safetensors.torch import load_file
+    return load_file(str(path))
 
 
 def build_backbone(name: str, in_bands: int, pretrained: bool = False,
@@ -62,6 +76,6 @@ def build_backbone(name: str, in_bands: int, pretrained: bool = False,
         if pretrained and weights_file is None:
             raise ModelFileError(
                 f"{name} ImageNet weights are not packaged; pass a local weights file "
-                "(torchvision .pth or .safetensors) or use the efficientnet_lite0 backbone")
+                "with --backbone-weights FILE.safetensors, or use the efficientnet_lite0 backbone")
         return ResNetFeatures(int(name[6:]), in_bands, weights_file if pretrained else None)
     raise ModelFileError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
