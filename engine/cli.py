@@ -183,6 +183,42 @@ def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def cmd_correct(args: argparse.Namespace, reporter: Reporter) -> int:
+    from engine.store import AnnotationStore
+    with AnnotationStore.open(Path(args.store)) as store:
+        if args.undo:
+            store.undo_last(args.tile, author=args.author)
+            action = "undone"
+        elif args.verify:
+            store.add_correction(args.tile, None, status="verified", author=args.author)
+            action = "verified"
+        else:
+            labels = [l.strip() for l in (args.labels or "").split(";") if l.strip()]
+            store.add_correction(args.tile, labels, author=args.author, note=args.note)
+            action = "corrected"
+        tiles = {t: store.tile(t) for t in args.tile}
+    reporter.result({"store": args.store, "action": action,
+                     "tiles": {t: {"final_labels": r["final_labels"], "status": r["status"]}
+                               for t, r in tiles.items()}})
+    if not reporter.json_lines:
+        for t, r in tiles.items():
+            print(f"{t}: {r['status']}: {r['final_labels'] or '(no labels)'}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, reporter: Reporter) -> int:
+    from engine.store.export import export_labelled
+
+    statuses = [s.strip() for s in args.status.split(",") if s.strip()]
+    result = export_labelled(Path(args.store), Path(args.out), statuses,
+                             Path(args.chips) if args.chips else None)
+    reporter.result(result)
+    if not reporter.json_lines:
+        print(f"exported {result['tiles']} tiles to {result['export']} (layer labelled_tiles)"
+              + (f"; {result['chips']} chips in {result['chips_dir']}" if args.chips else ""))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from engine.infer.annotate import DEFAULT_MODEL
 
@@ -270,6 +306,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--split", choices=("train", "val", "test"), help="mine one split only")
     _common(g)
     g.set_defaults(func=cmd_graph)
+
+    c = sub.add_parser("correct", help="record an analyst's labels for tiles of a store",
+                       description="Append a correction (or verification, or undo) for tiles "
+                       "of an annotation store. History is kept; the latest row wins.")
+    c.add_argument("store", help="annotation store (.gpkg)")
+    c.add_argument("--tile", action="append", required=True, help="tile id (repeatable)")
+    what = c.add_mutually_exclusive_group(required=True)
+    what.add_argument("--labels", help="the tile's full label set, ';'-separated ('' for none)")
+    what.add_argument("--verify", action="store_true", help="the predicted labels are right")
+    what.add_argument("--undo", action="store_true", help="undo the latest correction")
+    c.add_argument("--author", default="", help="who made the correction")
+    c.add_argument("--note", default="")
+    _common(c)
+    c.set_defaults(func=cmd_correct)
+
+    x = sub.add_parser("export", help="export reviewed tiles to a GeoPackage (and image chips)")
+    x.add_argument("store", help="annotation store (.gpkg)")
+    x.add_argument("--out", required=True, help="GeoPackage to write (layer labelled_tiles)")
+    x.add_argument("--chips", help="also write each tile as a GeoTIFF chip + labels.csv here")
+    x.add_argument("--status", default="corrected,verified",
+                   help="which tiles, by status (default: corrected,verified)")
+    _common(x)
+    x.set_defaults(func=cmd_export)
 
     m = sub.add_parser("models", help="architectures and model directories")
     msub = m.add_subparsers(dest="models_command", required=True)

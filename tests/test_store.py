@@ -88,3 +88,20 @@ def test_store_in_another_crs_is_refused(tmp_path):
     AnnotationStore.create_or_open(path, ["a"], CRS.from_epsg(32633)).close()
     with pytest.raises(StoreError, match="another CRS"):
         AnnotationStore.create_or_open(path, ["a"], CRS.from_epsg(32632))
+
+
+def test_undo_restores_the_previous_state_and_keeps_history(tmp_path):
+    path = tmp_path / "s.gpkg"
+    with AnnotationStore.create_or_open(path, ["trees", "water", "cars"], CRS.from_epsg(3857)) as s:
+        r = _record(0, [0.9, 0.1, 0.2])
+        s.write_tiles([TileRecord(r.tile_id, r.bounds, r.raster, r.window, r.gsd_m, r.edge,
+                                  r.valid_fraction, r.probabilities, ["trees"])], "m", "r")
+        s.add_correction(["t0"], ["water"])
+        s.add_correction(["t0"], ["water", "cars"])
+        s.undo_last(["t0"])
+        assert (s.tile("t0")["final_labels"], s.tile("t0")["status"]) == ("water", "corrected")
+        s.undo_last(["t0"])
+        assert (s.tile("t0")["final_labels"], s.tile("t0")["status"]) == ("trees", "predicted")
+        with pytest.raises(StoreError, match="no correction to undo"):
+            s.undo_last(["t0"])
+        assert len(s.corrections("t0")) == 4

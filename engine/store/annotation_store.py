@@ -28,6 +28,7 @@ from engine.store import geopackage as gpkg
 
 LABEL_SEPARATOR = "; "
 STATUSES = ("predicted", "corrected", "verified")
+UNDO_NOTE = "undo"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -239,10 +240,48 @@ class AnnotationStore:
                 self.conn.execute("UPDATE tiles SET final_labels=?, status=?, updated=? "
                                   "WHERE tile_id=?", (final, status, stamp, tid))
 
+    def undo_last(self, tile_ids: Sequence[str], author: str = "") -> None:
+        """Undo each tile's latest correction still in force by appending an ``undo`` row
+        (history is never rewritten). The tile returns to the correction before it, or
+        to its predicted labels and status ``predicted`` when there is none."""
+        stamp = now()
+        with self.conn:
+            for tid in tile_ids:
+                rows = self.conn.execute("SELECT labels, status, note FROM corrections "
+                                         "WHERE tile_id=? ORDER BY fid", (tid,)).fetchall()
+                in_force = _corrections_in_force(rows)
+                if not in_force:
+                    raise StoreError(f"tile '{tid}' has no correction to undo")
+                in_force.pop()
+                if in_force:
+                    labels, status = in_force[-1]
+                else:
+                    labels = self.conn.execute("SELECT labels FROM tiles WHERE tile_id=?",
+                                               (tid,)).fetchone()[0]
+                    status = "predicted"
+                self.conn.execute("INSERT INTO corrections (tile_id, labels, status, author, "
+                                  "note, created) VALUES (?,?,?,?,?,?)",
+                                  (tid, labels, status, author, UNDO_NOTE, stamp))
+                self.conn.execute("UPDATE tiles SET final_labels=?, status=?, updated=? "
+                                  "WHERE tile_id=?", (labels, status, stamp, tid))
+
     def corrections(self, tile_id: str) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM corrections WHERE tile_id=? ORDER BY fid",
                                 (tile_id,))
         return [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
+
+
+def _corrections_in_force(rows_oldest_first: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
+    """Replay a tile's history (labels, status, note): each row noted ``undo`` cancels the
+    newest state still in force. Returns the states in force, oldest first."""
+    stack: list[tuple[str, str]] = []
+    for labels, status, note in rows_oldest_first:
+        if note == UNDO_NOTE:
+            if stack:
+                stack.pop()
+        else:
+            stack.append((labels, status))
+    return stack
 
 
 def _connect(path: Path) -> sqlite3.Connection:
