@@ -5,7 +5,7 @@ DEMO    := out/demo/gorinchem.gpkg
 UCM     ?= ../shared/data/ucmerced-ml
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test default-model benchmarks clean
+.PHONY: setup demo test plugin default-model benchmarks clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,10 @@ demo: setup
 # The whole test suite (engine and QGIS tests, headless).
 test: setup
 	$(PY) -m pytest -q
+
+# The installable QGIS plugin zip (out/tilelabel.zip).
+plugin: setup
+	$(PY) scripts/build_plugin.py out/tilelabel.zip
 
 # Rebuild resources/models/default from the UC Merced multi-label dev data.
 default-model: setup

@@ -130,6 +130,7 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                       grad_clip=args.grad_clip, loss=args.loss, patience=args.patience,
                       seed=args.seed, device=args.device, amp=not args.no_amp,
                       workers=args.workers, freeze_backbone=args.freeze_backbone,
+                      allow_no_val=args.allow_no_val,
                       model_id=args.model_id,
                       arch_config={"backbone_weights": args.backbone_weights}
                       if args.backbone_weights else {})
@@ -139,10 +140,11 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
         reporter.result(result)
         if not reporter.json_lines:
             m = result["metrics"]
+            figures = (f"val mAP {m['mAP_macro']:.3f}  OF1 {m['OF1']:.3f}  CF1 {m['CF1']:.3f}"
+                       if m else "no validation data")
             print(f"model {result['model_id']} written to {result['model']}\n"
-                  f"  best epoch {result['best_epoch'] + 1} of {result['epochs_run']}: val "
-                  f"mAP {m['mAP_macro']:.3f}  OF1 {m['OF1']:.3f}  CF1 {m['CF1']:.3f}  "
-                  f"({result['images_per_second']} images/s)")
+                  f"  kept epoch {result['best_epoch'] + 1} of {result['epochs_run']}: "
+                  f"{figures} ({result['images_per_second']} images/s)")
     return 0
 
 
@@ -280,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--init-from", help="fine-tune from this model directory")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     t.add_argument("--freeze-backbone", action="store_true")
+    t.add_argument("--allow-no-val", action="store_true", help="train even when the data "
+                   "has no validation images (few corrected tiles): keep the last epoch")
     t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")

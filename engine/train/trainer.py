@@ -64,6 +64,7 @@ class TrainConfig:
     amp: bool = True
     workers: int = 0
     freeze_backbone: bool = False
+    allow_no_val: bool = False        # no validation split: keep the last epoch, warn
     model_id: str | None = None
     arch_config: dict[str, Any] = field(default_factory=dict)
 
@@ -110,9 +111,12 @@ class Trainer:
         self.train_items = _items(datasets, "train", cfg.seed)
         self.val_items = _items(datasets, "val", cfg.seed)
         for name, items in (("train", self.train_items), ("val", self.val_items)):
-            if not items:
+            if not items and not (name == "val" and cfg.allow_no_val):
                 raise TileLabelError(f"the {name} split of {', '.join(map(repr, datasets))} is "
                                      "empty; add data (or more corrected tiles)")
+        if not self.val_items:
+            reporter.log("no validation images: every epoch is kept as it comes and no "
+                         "validation metrics are recorded", "warning")
         self.spec, self.model = self._model(labels, parent, parent_model)
 
     def _model(self, labels: list[str], parent: ModelSpec | None,
@@ -221,11 +225,15 @@ class Trainer:
                     self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
                                            cfg.epochs * steps_per_epoch)
             state["train_seconds"] += time.perf_counter() - t0
-            metrics = self.validate(net, val_view)
+            metrics = self.validate(net, val_view) if self.val_items else None
             entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
-                     **{k: metrics[k] for k in METRIC_KEYS}, "lr": optimizer.param_groups[0]["lr"]}
+                     **{k: (metrics or {}).get(k) for k in METRIC_KEYS},
+                     "lr": optimizer.param_groups[0]["lr"]}
             state["history"].append(entry)
-            if metrics["mAP_macro"] > state["best_map"]:
+            if metrics is None:
+                state.update(best_epoch=epoch)
+                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif metrics["mAP_macro"] > state["best_map"]:
                 state.update(best_map=metrics["mAP_macro"], best_epoch=epoch, stale=0,
                              best_metrics={k: metrics[k] for k in METRIC_KEYS},
                              best_per_class=metrics["per_class"])
@@ -235,10 +243,12 @@ class Trainer:
             state["epoch"] = epoch
             if main:
                 save_checkpoint(ckpt, model, best, optimizer, state)
+                figures = (f"  val mAP {metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  "
+                           f"CF1 {metrics['CF1']:.3f}" if metrics else "")
                 self.reporter.log(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}  val mAP "
-                    f"{metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  CF1 {metrics['CF1']:.3f}"
-                    f"{'  (best)' if state['best_epoch'] == epoch else ''}", epoch_metrics=entry)
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}{figures}"
+                    f"{'  (best)' if metrics and state['best_epoch'] == epoch else ''}",
+                    epoch_metrics=entry)
         model.load_state_dict(best)
         result = self._finish(model, state) if main else {}
         shutdown(self.ctx)

@@ -1,0 +1,384 @@
+"""The TileLabel panel: annotate, review labels, export, retrain.
+
+Every engine call is an :class:`EngineJob` in QGIS's task manager; the panel only
+touches layers when a job has finished (on the main thread).
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerProxyModel,
+                       QgsProject, QgsRectangle, QgsVectorLayer)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox,
+                                 QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                                 QPushButton, QSpinBox, QVBoxLayout, QWidget)
+
+from .engine_job import EngineJob, JobOutcome
+from .layers import add_annotation_layers
+from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
+
+EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS = "Map canvas extent", "Drawn rectangle", \
+    "Selected polygons of a layer"
+
+
+def tr(text: str) -> str:
+    from qgis.PyQt.QtCore import QCoreApplication
+    return QCoreApplication.translate("TileLabel", text)
+
+
+class TileLabelDock(QDockWidget):
+    def __init__(self, iface, parent=None) -> None:
+        super().__init__(tr("TileLabel"), parent)
+        self.setObjectName("TileLabelDock")
+        self.iface = iface
+        self.settings = PluginSettings.load()
+        self.engine_python: str | None = None
+        self.job: EngineJob | None = None
+        self.last_outcome: JobOutcome | None = None
+        self.tiles_layer: QgsVectorLayer | None = None
+        self.store_path: str | None = None
+        self.drawn_extent: QgsRectangle | None = None
+        self._extent_tool: QgsMapToolExtent | None = None
+        self._updating = False
+        body = QWidget()
+        layout = QVBoxLayout(body)
+        layout.addWidget(self._annotate_box())
+        layout.addWidget(self._review_box())
+        layout.addWidget(self._train_box())
+        layout.addStretch(1)
+        self.setWidget(body)
+        self.refresh_models()
+
+    # -- widgets ---------------------------------------------------------------------
+    def _annotate_box(self) -> QGroupBox:
+        box = QGroupBox(tr("Annotate"))
+        form = QFormLayout(box)
+        self.raster_combo = QgsMapLayerComboBox()
+        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        form.addRow(tr("Raster"), self.raster_combo)
+        self.model_combo = QComboBox()
+        form.addRow(tr("Model"), self.model_combo)
+        self.extent_combo = QComboBox()
+        self.extent_combo.addItems([EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS])
+        self.draw_button = QPushButton(tr("Draw"))
+        self.draw_button.clicked.connect(self.start_drawing)
+        row = QHBoxLayout()
+        row.addWidget(self.extent_combo, 1)
+        row.addWidget(self.draw_button)
+        form.addRow(tr("Extent"), row)
+        self.polygon_combo = QgsMapLayerComboBox()
+        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        form.addRow(tr("Polygons"), self.polygon_combo)
+        self.store_widget = QgsFileWidget()
+        self.store_widget.setStorageMode(QgsFileWidget.SaveFile)
+        self.store_widget.setFilter("GeoPackage (*.gpkg)")
+        form.addRow(tr("Store"), self.store_widget)
+        self.annotate_button = QPushButton(tr("Annotate extent"))
+        self.annotate_button.clicked.connect(self.annotate)
+        self.cancel_button = QPushButton(tr("Cancel"))
+        self.cancel_button.setEnabled(False)
+        self.cancel_button.clicked.connect(self.cancel)
+        row = QHBoxLayout()
+        row.addWidget(self.annotate_button, 1)
+        row.addWidget(self.cancel_button)
+        form.addRow(row)
+        self.progress = QProgressBar()
+        self.progress.setRange(0, 100)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+        form.addRow(self.progress)
+        form.addRow(self.status)
+        return box
+
+    def _review_box(self) -> QGroupBox:
+        box = QGroupBox(tr("Labels of the selected tiles"))
+        layout = QVBoxLayout(box)
+        self.tile_info = QLabel(tr("Select tiles on the map or in the attribute table."))
+        self.tile_info.setWordWrap(True)
+        self.label_list = QListWidget()
+        self.label_list.itemChanged.connect(self._label_toggled)
+        row = QHBoxLayout()
+        self.verify_button = QPushButton(tr("Mark verified"))
+        self.verify_button.clicked.connect(self.mark_verified)
+        self.undo_button = QPushButton(tr("Undo last correction"))
+        self.undo_button.clicked.connect(self.undo)
+        row.addWidget(self.verify_button)
+        row.addWidget(self.undo_button)
+        layout.addWidget(self.tile_info)
+        layout.addWidget(self.label_list)
+        layout.addLayout(row)
+        return box
+
+    def _train_box(self) -> QGroupBox:
+        box = QGroupBox(tr("Export and retrain"))
+        form = QFormLayout(box)
+        self.export_button = QPushButton(tr("Export labelled tiles..."))
+        self.export_button.clicked.connect(lambda: self.export())
+        form.addRow(self.export_button)
+        self.epochs_spin = QSpinBox()
+        self.epochs_spin.setRange(1, 200)
+        self.epochs_spin.setValue(5)
+        form.addRow(tr("Epochs"), self.epochs_spin)
+        self.retrain_button = QPushButton(tr("Retrain on reviewed tiles"))
+        self.retrain_button.clicked.connect(self.retrain)
+        form.addRow(self.retrain_button)
+        self.train_status = QLabel("")
+        self.train_status.setWordWrap(True)
+        form.addRow(self.train_status)
+        return box
+
+    # -- models ----------------------------------------------------------------------
+    def refresh_models(self, select: str | None = None) -> None:
+        """Default model, the settings' model, and model versions saved beside the store."""
+        found: dict[str, str] = {}
+        default = default_model_dir(self.settings, self.engine_python)
+        found[default] = self._model_title(default) if default else tr("engine's default model")
+        if self.store_path:
+            for spec in sorted(Path(self.store_path).parent.glob("models/*/model.json")):
+                found[str(spec.parent)] = self._model_title(str(spec.parent))
+        self.model_combo.clear()
+        for path, title in found.items():
+            self.model_combo.addItem(title, path)
+        if select and select in found:
+            self.model_combo.setCurrentIndex(list(found).index(select))
+
+    @staticmethod
+    def _model_title(path: str) -> str:
+        try:
+            doc = json.loads((Path(path) / "model.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return Path(path).name
+        val = doc.get("metrics", {}).get("val", {})
+        figures = f" (val OF1 {val['OF1']:.2f}, CF1 {val['CF1']:.2f})" if "OF1" in val else ""
+        parent = f", from {doc['parent']}" if doc.get("parent") else ""
+        return f"{doc.get('model_id', Path(path).name)}{figures}{parent}"
+
+    # -- engine ----------------------------------------------------------------------
+    def _engine(self) -> str | None:
+        if self.engine_python is None:
+            self.engine_python = find_engine_python(self.settings.engine_python)
+        if self.engine_python is None:
+            self._error(tr("No TileLabel engine found: ") + INSTALL_HINT)
+        return self.engine_python
+
+    def _error(self, message: str) -> None:
+        self.status.setText(message)
+        self.iface.messageBar().pushMessage("TileLabel", message, level=Qgis.Critical,
+                                            duration=0)
+
+    def _run(self, description: str, job: list[str], on_done) -> EngineJob | None:
+        python = self._engine()
+        if python is None:
+            return None
+        task = EngineJob(description, python, job)
+        task.signals.event.connect(self._on_event)
+        task.signals.done.connect(lambda outcome: self._finished(task, outcome, on_done))
+        self.job = task
+        self.progress.setValue(0)
+        self.cancel_button.setEnabled(True)
+        self.status.setText(description + "...")
+        QgsApplication.taskManager().addTask(task)
+        return task
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self.progress.setValue(int(100 * event["done"] / event["total"]))
+            self.status.setText(f"{event['stage']}: {event['done']} / {event['total']}")
+        elif event.get("event") == "log" and "epoch_metrics" in event:
+            self.train_status.setText(event["message"])
+
+    def _finished(self, task: EngineJob, outcome: JobOutcome, on_done) -> None:
+        self.cancel_button.setEnabled(False)
+        self.last_outcome = outcome
+        if self.job is task:
+            self.job = None
+        if outcome.cancelled:
+            self.status.setText(tr("Cancelled; the store keeps every tile written before."))
+            return
+        if outcome.error:
+            self._error(outcome.error)
+            return
+        on_done(outcome.result or {})
+
+    def cancel(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+
+    # -- annotate ---------------------------------------------------------------------
+    def start_drawing(self) -> None:
+        canvas = self.iface.mapCanvas()
+        self._extent_tool = QgsMapToolExtent(canvas)
+        self._extent_tool.extentChanged.connect(self._extent_drawn)
+        canvas.setMapTool(self._extent_tool)
+
+    def _extent_drawn(self, rect: QgsRectangle) -> None:
+        self.drawn_extent = rect
+        self.extent_combo.setCurrentText(EXTENT_DRAWN)
+        self.iface.mapCanvas().unsetMapTool(self._extent_tool)
+
+    def current_extent(self) -> tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None:
+        canvas = self.iface.mapCanvas()
+        source = self.extent_combo.currentText()
+        if source == EXTENT_DRAWN:
+            return (self.drawn_extent, canvas.mapSettings().destinationCrs()) \
+                if self.drawn_extent else None
+        if source == EXTENT_POLYGONS:
+            layer = self.polygon_combo.currentLayer()
+            if layer is None or not layer.selectedFeatureCount():
+                return None
+            return layer.boundingBoxOfSelected(), layer.crs()
+        return canvas.extent(), canvas.mapSettings().destinationCrs()
+
+    def annotate(self) -> None:
+        raster = self.raster_combo.currentLayer()
+        if raster is None:
+            self._error(tr("Choose a raster layer to annotate."))
+            return
+        extent = self.current_extent()
+        if extent is None or extent[0].isEmpty():
+            self._error(tr("No extent: draw a rectangle or select polygons first."))
+            return
+        rect, crs = extent
+        store = self.store_widget.filePath() or str(
+            Path(raster.source()).with_name(Path(raster.source()).stem + "_tilelabel.gpkg"))
+        self.store_widget.setFilePath(store)
+        model = self.model_combo.currentData()
+        job = ["annotate", raster.source(), "--out", store, *(["--model", model] if model else []),
+               "--extent", *(repr(v) for v in (rect.xMinimum(), rect.yMinimum(),
+                                               rect.xMaximum(), rect.yMaximum())),
+               "--extent-crs", crs.authid() or crs.toWkt(),
+               "--overlap", str(self.settings.overlap), "--batch-size",
+               str(self.settings.batch_size), "--device", self.settings.device]
+        name = Path(store).stem
+        self._run(tr("Annotating ") + raster.name(), job,
+                  lambda result: self._annotated(result, name))
+
+    def _annotated(self, result: dict, name: str) -> None:
+        self.store_path = result["store"]
+        self._remove_old_tiles_layer()
+        self.tiles_layer, _ = add_annotation_layers(result["store"], result.get("attention"), name)
+        self.tiles_layer.selectionChanged.connect(self.show_selection)
+        self.iface.setActiveLayer(self.tiles_layer)
+        self.status.setText(tr("Annotated {} tiles ({} nodata skipped) in {} s.").format(
+            result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
+        self.refresh_models(select=self.model_combo.currentData())
+
+    def _remove_old_tiles_layer(self) -> None:
+        if self.tiles_layer is not None:
+            try:
+                self.tiles_layer.selectionChanged.disconnect(self.show_selection)
+            except (TypeError, RuntimeError):
+                pass
+
+    def use_store(self, store: str, layer: QgsVectorLayer) -> None:
+        """Review an existing store (e.g. from a reopened project)."""
+        self._remove_old_tiles_layer()
+        self.store_path, self.tiles_layer = store, layer
+        layer.selectionChanged.connect(self.show_selection)
+        self.refresh_models()
+
+    # -- review -----------------------------------------------------------------------
+    def selected_tile_ids(self) -> list[str]:
+        if self.tiles_layer is None:
+            return []
+        return [f["tile_id"] for f in self.tiles_layer.selectedFeatures()]
+
+    def show_selection(self, *_args) -> None:
+        features = self.tiles_layer.selectedFeatures() if self.tiles_layer else []
+        self._updating = True
+        self.label_list.clear()
+        if features and self.store_path:
+            first = features[0]
+            with sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True) as conn:
+                columns = conn.execute("SELECT label, column_name FROM label_columns "
+                                       "ORDER BY position").fetchall()
+            final = set((first["final_labels"] or "").split("; "))
+            for label, column in columns:
+                item = QListWidgetItem(f"{label}  ({first[column]:.2f})")
+                item.setData(Qt.UserRole, label)
+                item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
+                item.setCheckState(Qt.Checked if label in final else Qt.Unchecked)
+                self.label_list.addItem(item)
+            self.tile_info.setText(tr("{} tile(s) selected; first: {} ({})").format(
+                len(features), first["tile_id"], first["status"]))
+        else:
+            self.tile_info.setText(tr("Select tiles on the map or in the attribute table."))
+        self._updating = False
+
+    def checked_labels(self) -> list[str]:
+        return [self.label_list.item(i).data(Qt.UserRole) for i in range(self.label_list.count())
+                if self.label_list.item(i).checkState() == Qt.Checked]
+
+    def _label_toggled(self, _item: QListWidgetItem) -> None:
+        if self._updating:
+            return
+        self._correct(["--labels", "; ".join(self.checked_labels())], tr("Correcting labels"))
+
+    def mark_verified(self) -> None:
+        self._correct(["--verify"], tr("Marking tiles verified"))
+
+    def undo(self) -> None:
+        self._correct(["--undo"], tr("Undoing the last correction"))
+
+    def _correct(self, what: list[str], description: str) -> None:
+        ids = self.selected_tile_ids()
+        if not ids or not self.store_path:
+            self._error(tr("Select tiles of a TileLabel store first."))
+            return
+        job = ["correct", self.store_path, *[a for t in ids for a in ("--tile", t)], *what]
+        self._run(description, job, lambda result: self._corrected(result))
+
+    def _corrected(self, result: dict) -> None:
+        selected = self.tiles_layer.selectedFeatureIds()
+        self.tiles_layer.dataProvider().reloadData()  # the store is the truth: re-read it
+        self.tiles_layer.selectByIds(selected)
+        self.tiles_layer.triggerRepaint()
+        self.status.setText(tr("{} tile(s) {}.").format(len(result["tiles"]), result["action"]))
+        self.show_selection()
+
+    # -- export and retrain ----------------------------------------------------------------
+    def export(self, out: str | None = None, chips: str | None = None) -> None:
+        if not self.store_path:
+            self._error(tr("Annotate or open a TileLabel store first."))
+            return
+        if out is None:
+            out, _ = QFileDialog.getSaveFileName(self, tr("Export labelled tiles"),
+                                                 str(Path(self.store_path).with_name("export.gpkg")),
+                                                 "GeoPackage (*.gpkg)")
+            if not out:
+                return
+        job = ["export", self.store_path, "--out", out] + (["--chips", chips] if chips else [])
+        self._run(tr("Exporting labelled tiles"), job, self._exported)
+
+    def _exported(self, result: dict) -> None:
+        self.status.setText(tr("Exported {} tiles to {}").format(result["tiles"], result["export"]))
+        self.iface.messageBar().pushMessage("TileLabel", self.status.text(), level=Qgis.Success,
+                                            duration=5)
+
+    def retrain(self) -> None:
+        if not self.store_path:
+            self._error(tr("Annotate or open a TileLabel store first."))
+            return
+        parent = self.model_combo.currentData()
+        if not parent:
+            self._error(tr("Choose a model directory to fine-tune (TileLabel settings)."))
+            return
+        out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        job = ["train", "--dataset", f"gpkg:{self.store_path}", "--init-from", parent,
+               "--out", str(out), "--epochs", str(self.epochs_spin.value()),
+               "--device", self.settings.device, "--batch-size", str(self.settings.batch_size),
+               "--allow-no-val"]
+        self._run(tr("Retraining"), job, self._retrained)
+
+    def _retrained(self, result: dict) -> None:
+        m = result.get("metrics") or {}
+        figures = (tr("val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f}").format(
+            m["mAP_macro"], m["OF1"], m["CF1"]) if m else tr("no validation tiles"))
+        self.train_status.setText(tr("New model {} ({}), from {}").format(
+            result["model_id"], figures, result.get("parent")))
+        self.refresh_models(select=result["model"])

@@ -1,0 +1,132 @@
+"""Running engine jobs as child processes (DESIGN.md, the job protocol).
+
+``<engine python> -m engine.cli <job> ... --json-progress`` prints one JSON event per
+stdout line: progress, log, result, error. :class:`EngineJob` wraps one job in a QgsTask
+(progress in QGIS's task bar, cancellable); :func:`run_engine` runs one synchronously
+(Processing algorithms, quick store edits). A crash of native ML code takes down only
+the child process, never QGIS.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from dataclasses import dataclass, field
+from typing import Callable
+
+from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import QObject, pyqtSignal
+
+LOG_TAG = "TileLabel"
+
+
+@dataclass
+class JobOutcome:
+    """What a finished job produced: its result event, or an error message."""
+
+    result: dict | None = None
+    error: str | None = None
+    cancelled: bool = False
+    logs: list[dict] = field(default_factory=list)
+    exit_code: int | None = None
+
+
+def job_command(python: str, job: list[str]) -> list[str]:
+    return [python, "-m", "engine.cli", *job, "--json-progress"]
+
+
+def _start(python: str, job: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("PYTHONPATH", None)  # QGIS's own paths must not leak into the engine's Python
+    return subprocess.Popen(job_command(python, job), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def _consume(proc: subprocess.Popen, outcome: JobOutcome,
+             on_event: Callable[[dict], None], is_cancelled: Callable[[], bool]) -> None:
+    for line in proc.stdout:
+        if is_cancelled():
+            outcome.cancelled = True
+            proc.send_signal(signal.SIGTERM)
+            break
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if event.get("event") == "result":
+            outcome.result = {k: v for k, v in event.items() if k != "event"}
+        elif event.get("event") == "error":
+            outcome.error = event.get("message", "engine error")
+        elif event.get("event") == "log":
+            outcome.logs.append(event)
+        on_event(event)
+    try:
+        stderr = proc.communicate(timeout=120)[1]
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        stderr = proc.communicate()[1]
+    outcome.exit_code = proc.returncode
+    if outcome.cancelled and outcome.error and "interrupted" in outcome.error:
+        outcome.error = None
+    if proc.returncode not in (0, 130) and not outcome.error:
+        tail = (stderr or "").strip().splitlines()[-1:] or ["no message"]
+        outcome.error = f"the engine stopped unexpectedly (exit code {proc.returncode}): {tail[0]}"
+
+
+def run_engine(python: str, job: list[str], on_event: Callable[[dict], None] = lambda e: None,
+               is_cancelled: Callable[[], bool] = lambda: False) -> JobOutcome:
+    """Run one job to the end in this thread."""
+    outcome = JobOutcome()
+    try:
+        proc = _start(python, job)
+    except OSError as exc:
+        outcome.error = f"cannot start the engine ({python}): {exc}"
+        return outcome
+    _consume(proc, outcome, on_event, is_cancelled)
+    return outcome
+
+
+class JobSignals(QObject):
+    """Signals a task emits towards the main thread (queued across threads)."""
+
+    event = pyqtSignal(dict)
+    done = pyqtSignal(object)  # JobOutcome
+
+
+class EngineJob(QgsTask):
+    """One engine job as a cancellable QgsTask; ``signals.done`` fires on the main thread."""
+
+    def __init__(self, description: str, python: str, job: list[str]) -> None:
+        super().__init__(description, QgsTask.CanCancel)
+        self.python, self.job = python, job
+        self.signals = JobSignals()
+        self.outcome = JobOutcome()
+        self._proc: subprocess.Popen | None = None
+
+    def run(self) -> bool:
+        try:
+            self._proc = _start(self.python, self.job)
+        except OSError as exc:
+            self.outcome.error = f"cannot start the engine ({self.python}): {exc}"
+            return False
+        _consume(self._proc, self.outcome, self._on_event, self.isCanceled)
+        return self.outcome.error is None and not self.outcome.cancelled
+
+    def _on_event(self, event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            self.setProgress(100.0 * event["done"] / event["total"])
+        self.signals.event.emit(event)
+
+    def cancel(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+        super().cancel()
+
+    def finished(self, ok: bool) -> None:  # main thread
+        if self.isCanceled():
+            self.outcome.cancelled = True
+        if self.outcome.error:
+            QgsMessageLog.logMessage(f"{self.description()}: {self.outcome.error}", LOG_TAG,
+                                     Qgis.Critical)
+        self.signals.done.emit(self.outcome)

@@ -1,0 +1,67 @@
+"""The plugin object QGIS loads: actions, menu, toolbar, panel and Processing provider."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QIcon
+from qgis.PyQt.QtWidgets import QAction
+
+from .dock import TileLabelDock, tr
+from .processing_provider import TileLabelProvider
+
+MENU = "&TileLabel"
+
+
+def icon_path() -> str:
+    here = Path(__file__).resolve().parent
+    for candidate in (here / "resources" / "icons" / "tilelabel.svg",
+                      here.parent / "resources" / "icons" / "tilelabel.svg"):
+        if candidate.is_file():
+            return str(candidate)
+    return ""
+
+
+class TileLabelPlugin:
+    def __init__(self, iface) -> None:
+        self.iface = iface
+        self.actions: list[QAction] = []
+        self.dock: TileLabelDock | None = None
+        self.provider: TileLabelProvider | None = None
+
+    def initGui(self) -> None:  # noqa: N802
+        icon = QIcon(icon_path())
+        self.dock = TileLabelDock(self.iface, self.iface.mainWindow())
+        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        show = QAction(icon, tr("TileLabel panel"), self.iface.mainWindow())
+        show.setCheckable(True)
+        show.setChecked(True)
+        show.toggled.connect(self.dock.setVisible)
+        annotate = QAction(icon, tr("Annotate extent"), self.iface.mainWindow())
+        annotate.triggered.connect(self._annotate)
+        for action in (annotate, show):
+            self.iface.addPluginToMenu(MENU, action)
+            self.actions.append(action)
+        self.iface.addToolBarIcon(annotate)
+        self.provider = TileLabelProvider()
+        QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def _annotate(self) -> None:
+        self.dock.show()
+        self.dock.annotate()
+
+    def unload(self) -> None:
+        for action in self.actions:
+            self.iface.removePluginMenu(MENU, action)
+            self.iface.removeToolBarIcon(action)
+            action.deleteLater()
+        self.actions.clear()
+        if self.dock is not None:
+            self.dock.cancel()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.provider is not None:
+            QgsApplication.processingRegistry().removeProvider(self.provider)
+            self.provider = None

@@ -1,0 +1,168 @@
+"""Processing provider: Annotate raster, Export labelled tiles, Retrain model.
+
+Each algorithm runs one engine job synchronously in the Processing thread (child
+process, JSON progress forwarded to the feedback), so batch runs, the graphical
+modeller and ``qgis_process`` work.
+"""
+from __future__ import annotations
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
+                       QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingProvider)
+from qgis.PyQt.QtGui import QIcon
+
+from .engine_job import run_engine
+from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
+
+DEVICES = ["auto", "cpu", "cuda"]
+
+
+def _engine() -> str:
+    python = find_engine_python(PluginSettings.load().engine_python)
+    if python is None:
+        raise QgsProcessingException("No TileLabel engine found: " + INSTALL_HINT)
+    return python
+
+
+def _run(job: list[str], feedback: QgsProcessingFeedback) -> dict:
+    def on_event(event: dict) -> None:
+        if event.get("event") == "progress" and event.get("total"):
+            feedback.setProgress(100.0 * event["done"] / event["total"])
+        elif event.get("event") == "log":
+            feedback.pushInfo(event.get("message", ""))
+
+    outcome = run_engine(_engine(), job, on_event, feedback.isCanceled)
+    if outcome.cancelled:
+        raise QgsProcessingException("cancelled; the store keeps every tile written before")
+    if outcome.error:
+        raise QgsProcessingException(outcome.error)
+    return outcome.result or {}
+
+
+class _Algorithm(QgsProcessingAlgorithm):
+    name_, title = "", ""
+
+    def name(self) -> str:
+        return self.name_
+
+    def displayName(self) -> str:  # noqa: N802
+        return self.title
+
+    def group(self) -> str:
+        return "TileLabel"
+
+    def groupId(self) -> str:  # noqa: N802
+        return "tilelabel"
+
+    def createInstance(self):  # noqa: N802
+        return type(self)()
+
+
+class AnnotateRaster(_Algorithm):
+    name_, title = "annotate", "Annotate raster"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Cut the raster into model tiles, predict every label per tile, and write a "
+                "TileLabel store (GeoPackage) plus a per-label attention GeoTIFF.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterRasterLayer("RASTER", "Raster"))
+        self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent", optional=True))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model directory", QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "STORE", "Annotation store", "GeoPackage (*.gpkg)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
+        store = self.parameterAsFileOutput(parameters, "STORE", context)
+        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
+            PluginSettings.load(), None)
+        job = ["annotate", raster.source(), "--out", store, "--overlap",
+               str(self.parameterAsDouble(parameters, "OVERLAP", context)),
+               "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
+        if model:
+            job += ["--model", model]
+        if parameters.get("EXTENT"):
+            rect = self.parameterAsExtent(parameters, "EXTENT", context)
+            crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
+            job += ["--extent", *(repr(v) for v in (rect.xMinimum(), rect.yMinimum(),
+                                                    rect.xMaximum(), rect.yMaximum())),
+                    "--extent-crs", crs.authid() or crs.toWkt()]
+        result = _run(job, feedback)
+        return {"STORE": store, "ATTENTION": result.get("attention"),
+                "TILES": result.get("tiles_written")}
+
+
+class ExportLabelledTiles(_Algorithm):
+    name_, title = "export", "Export labelled tiles"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return "Export the corrected and verified tiles of a store (and optionally image chips)."
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("STORE", "Annotation store",
+                                                     extension="gpkg"))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "OUTPUT", "Exported tiles", "GeoPackage (*.gpkg)"))
+        self.addParameter(QgsProcessingParameterFolderDestination(
+            "CHIPS", "Image chips folder", optional=True, createByDefault=False))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        job = ["export", self.parameterAsFile(parameters, "STORE", context), "--out", out]
+        chips = self.parameterAsString(parameters, "CHIPS", context)
+        if chips:
+            job += ["--chips", chips]
+        result = _run(job, feedback)
+        return {"OUTPUT": out, "TILES": result.get("tiles"), "CHIPS": chips or None}
+
+
+class RetrainModel(_Algorithm):
+    name_, title = "retrain", "Retrain model"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Fine-tune a model on the corrected and verified tiles of a store; writes a "
+                "new model version whose parent is the given model.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterFile("STORE", "Annotation store",
+                                                     extension="gpkg"))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model to fine-tune", QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(
+            "EPOCHS", "Epochs", QgsProcessingParameterNumber.Integer, 5, False, 1, 500))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT", "New model directory"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        out = self.parameterAsString(parameters, "OUTPUT", context)
+        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
+            PluginSettings.load(), None)
+        job = ["train", "--dataset", f"gpkg:{self.parameterAsFile(parameters, 'STORE', context)}",
+               "--init-from", model, "--out", out, "--allow-no-val", "--epochs",
+               str(self.parameterAsInt(parameters, "EPOCHS", context)),
+               "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
+        result = _run(job, feedback)
+        return {"OUTPUT": out, "MODEL_ID": result.get("model_id")}
+
+
+class TileLabelProvider(QgsProcessingProvider):
+    def id(self) -> str:
+        return "tilelabel"
+
+    def name(self) -> str:
+        return "TileLabel"
+
+    def icon(self) -> QIcon:
+        from .plugin import icon_path
+        return QIcon(icon_path())
+
+    def loadAlgorithms(self) -> None:  # noqa: N802
+        for algorithm in (AnnotateRaster(), ExportLabelledTiles(), RetrainModel()):
+            self.addAlgorithm(algorithm)

@@ -1,0 +1,229 @@
+"""The QGIS plugin in a real headless QGIS 3.22: install, panel workflow, Processing."""
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import zipfile
+
+import pytest
+
+from conftest import DATA, ROOT, SAMPLE
+
+pytest.importorskip("qgis.core")
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
+from qgis.PyQt.QtCore import Qt  # noqa: E402
+
+sys.path.insert(0, str(ROOT))
+from qgis_plugin.dock import TileLabelDock  # noqa: E402
+from qgis_plugin.layers import find_group  # noqa: E402
+
+TIMEOUT_MS = 180_000
+
+
+def test_plugin_zip_installs_loads_and_unloads_cleanly(tmp_path, qgis_iface):
+    import qgis.utils
+
+    from scripts.build_plugin import build
+
+    archive = build(tmp_path / "tilelabel.zip")
+    with zipfile.ZipFile(archive) as z:
+        assert {n.split("/")[0] for n in z.namelist()} == {"tilelabel"}
+        z.extractall(tmp_path / "plugins")
+    sys.path.insert(0, str(tmp_path / "plugins"))
+    qgis.utils.plugin_paths.insert(0, str(tmp_path / "plugins"))
+    try:
+        qgis.utils.updateAvailablePlugins()  # what QGIS does after installing a plugin
+        assert "tilelabel" in qgis.utils.available_plugins
+        assert qgis.utils.pluginMetadata("tilelabel", "qgisMinimumVersion") == "3.22"
+        assert qgis.utils.pluginMetadata("tilelabel", "hasProcessingProvider") == "yes"
+        assert qgis.utils.loadPlugin("tilelabel")
+        assert qgis.utils.startPlugin("tilelabel")
+        plugin = qgis.utils.plugins["tilelabel"]
+        assert len(plugin.actions) == 2 and plugin.dock is not None
+        assert QgsApplication.processingRegistry().providerById("tilelabel") is not None
+        algorithms = {a.name() for a in QgsApplication.processingRegistry()
+                      .providerById("tilelabel").algorithms()}
+        assert algorithms == {"annotate", "export", "retrain"}
+        assert qgis.utils.unloadPlugin("tilelabel")
+        assert QgsApplication.processingRegistry().providerById("tilelabel") is None
+        assert plugin.actions == [] and plugin.dock is None
+    finally:
+        sys.path.remove(str(tmp_path / "plugins"))
+        qgis.utils.plugin_paths.remove(str(tmp_path / "plugins"))
+
+
+@pytest.fixture
+def sample_layer(qgis_iface, qgis_new_project):
+    layer = QgsRasterLayer(str(SAMPLE), "gorinchem")
+    QgsProject.instance().addMapLayer(layer)
+    canvas = qgis_iface.mapCanvas()
+    canvas.setDestinationCrs(layer.crs())
+    canvas.setExtent(layer.extent())
+    yield layer
+    QgsProject.instance().removeAllMapLayers()
+
+
+@pytest.fixture
+def dock(qgis_iface, qtbot):
+    widget = TileLabelDock(qgis_iface)
+    qtbot.addWidget(widget)
+    widget.engine_python = sys.executable
+    qgis_iface.messageBar().clear_messages()
+    yield widget
+    widget.cancel()
+
+
+def _annotate(dock, qtbot, layer, store):
+    dock.raster_combo.setLayer(layer)
+    dock.store_widget.setFilePath(str(store))
+    dock.last_outcome = None
+    qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    return dock.last_outcome
+
+
+def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_layer, dock):
+    outcome = _annotate(dock, qtbot, sample_layer, tmp_path / "gorinchem.gpkg")
+    assert outcome.error is None, outcome.error
+    group = find_group("gorinchem")
+    tiles = dock.tiles_layer
+    assert tiles.name() == "gorinchem tiles" and tiles.featureCount() == 16
+    assert tiles.crs().authid() == "EPSG:28992"
+    assert tiles.renderer().type() == "categorizedSymbol"
+    assert {c.value() for c in tiles.renderer().categories()} >= {"water", "buildings", "trees"}
+    attention = group.findGroup("attention")
+    nodes = attention.findLayers()
+    assert len(nodes) == 17 and all(n.layer().isValid() for n in nodes)
+    assert 1 <= sum(n.isVisible() for n in nodes) <= 3
+    assert "Annotated 16 tiles" in dock.status.text()
+
+
+def test_cancel_stops_the_engine_and_leaves_the_store_consistent(tmp_path, qtbot, qgis_iface,
+                                                                 qgis_new_project, dock):
+    from engine.data.vrt import repeat_raster_vrt
+
+    big = QgsRasterLayer(str(repeat_raster_vrt(SAMPLE, tmp_path / "big.vrt", 8, 8)), "big")
+    QgsProject.instance().addMapLayer(big)
+    qgis_iface.mapCanvas().setDestinationCrs(big.crs())
+    qgis_iface.mapCanvas().setExtent(big.extent())
+    dock.raster_combo.setLayer(big)
+    dock.store_widget.setFilePath(str(tmp_path / "big.gpkg"))
+    qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.progress.value() >= 5, timeout=TIMEOUT_MS)
+    assert dock.cancel_button.isEnabled()
+    qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert dock.last_outcome.cancelled and "Cancelled" in dock.status.text()
+    with sqlite3.connect(tmp_path / "big.gpkg") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        assert conn.execute("SELECT outcome FROM runs").fetchone()[0] == "interrupted"
+        assert 0 < conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0] < 1024
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_engine_error_shows_in_the_message_bar(tmp_path, qtbot, qgis_iface, qgis_new_project, dock):
+    coarse = QgsRasterLayer(str(DATA / "landsat8_itaipu_excerpt.tif"), "landsat")
+    QgsProject.instance().addMapLayer(coarse)
+    qgis_iface.mapCanvas().setDestinationCrs(coarse.crs())
+    qgis_iface.mapCanvas().setExtent(coarse.extent())
+    outcome = _annotate(dock, qtbot, coarse, tmp_path / "l.gpkg")
+    assert "coarser than the model" in outcome.error
+    messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
+    assert any("coarser than the model" in m for m in messages)
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_correction_in_the_panel_lands_in_the_store_and_survives_reload(
+        tmp_path, qtbot, sample_layer, dock):
+    store = tmp_path / "review.gpkg"
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    tiles = dock.tiles_layer
+    first = next(tiles.getFeatures())
+    tiles.selectByIds([first.id()])
+    assert dock.label_list.count() == 17
+    water = next(dock.label_list.item(i) for i in range(17)
+                 if dock.label_list.item(i).data(Qt.UserRole) == "water")
+    dock.last_outcome = None
+    water.setCheckState(Qt.Unchecked if water.checkState() == Qt.Checked else Qt.Checked)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert dock.last_outcome.error is None
+    with sqlite3.connect(store) as conn:
+        status, final = conn.execute("SELECT status, final_labels FROM tiles WHERE tile_id=?",
+                                     (first["tile_id"],)).fetchone()
+        assert conn.execute("SELECT COUNT(*) FROM corrections").fetchone()[0] == 1
+    assert status == "corrected" and final == "; ".join(dock.checked_labels())
+
+    project_file = tmp_path / "review.qgz"
+    assert QgsProject.instance().write(str(project_file))
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(project_file))
+    reopened = QgsProject.instance().mapLayersByName("review tiles")[0]
+    feature = next(f for f in reopened.getFeatures() if f["tile_id"] == first["tile_id"])
+    assert feature["status"] == "corrected" and feature["final_labels"] == final
+
+    dock.use_store(str(store), reopened)
+    reopened.selectByIds([feature.id()])
+    dock.last_outcome = None
+    qtbot.mouseClick(dock.undo_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    with sqlite3.connect(store) as conn:
+        assert conn.execute("SELECT status FROM tiles WHERE tile_id=?",
+                            (first["tile_id"],)).fetchone()[0] == "predicted"
+
+
+def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
+    store = tmp_path / "train.gpkg"
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    dock.tiles_layer.selectAll()
+    dock.last_outcome = None
+    qtbot.mouseClick(dock.verify_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    dock.last_outcome = None
+    dock.export(str(tmp_path / "export.gpkg"))
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    exported = QgsVectorLayer(f"{tmp_path / 'export.gpkg'}|layername=labelled_tiles", "e", "ogr")
+    assert exported.featureCount() == 16
+    del exported
+
+    dock.epochs_spin.setValue(1)
+    dock.last_outcome = None
+    qtbot.mouseClick(dock.retrain_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert dock.last_outcome.error is None, dock.last_outcome.error
+    new_model = dock.last_outcome.result["model"]
+    assert dock.model_combo.currentData() == new_model
+    spec = json.loads(open(f"{new_model}/model.json").read())
+    assert spec["parent"] == "ucmerced-effnetlite0-linear-v1"
+    assert _annotate(dock, qtbot, sample_layer, tmp_path / "again.gpkg").error is None
+    with sqlite3.connect(tmp_path / "again.gpkg") as conn:
+        assert conn.execute("SELECT DISTINCT model_id FROM tiles").fetchone()[0] == spec["model_id"]
+
+
+@pytest.fixture
+def provider(qgis_processing):
+    from qgis_plugin.processing_provider import TileLabelProvider
+
+    registered = TileLabelProvider()
+    QgsApplication.processingRegistry().addProvider(registered)
+    yield registered
+    QgsApplication.processingRegistry().removeProvider(registered)
+
+
+def test_processing_algorithms_run(tmp_path, provider):
+    import processing
+
+    store = tmp_path / "p.gpkg"
+    result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store)})
+    assert result["TILES"] == 16
+    with sqlite3.connect(store) as conn:
+        ids = [r[0] for r in conn.execute("SELECT tile_id FROM tiles")]
+    from engine.store import AnnotationStore
+    with AnnotationStore.open(store) as s:
+        s.add_correction(ids, None, status="verified")
+    out = tmp_path / "x.gpkg"
+    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == 16
+    model = tmp_path / "m"
+    result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
+                                                  "OUTPUT": str(model)})
+    assert (model / "model.json").is_file() and result["MODEL_ID"]
