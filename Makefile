@@ -5,7 +5,7 @@ DEMO    := out/demo/gorinchem.gpkg
 UCM     ?= ../shared/data/ucmerced-ml
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test plugin default-model benchmarks clean
+.PHONY: setup demo test plugin screenshots default-model benchmarks clean
 
 setup:
 	@bash scripts/setup.sh
@@ -22,6 +22,10 @@ test: setup
 # The installable QGIS plugin zip (out/tilelabel.zip).
 plugin: setup
 	$(PY) scripts/build_plugin.py out/tilelabel.zip
+
+# docs/screenshot_*.png from the real plugin under offscreen QGIS.
+screenshots: setup
+	$(PY) scripts/screenshots.py
 
 # Rebuild resources/models/default from the UC Merced multi-label dev data.
 default-model: setup

@@ -14,7 +14,7 @@ from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMa
                        QgsProject, QgsRectangle, QgsVectorLayer)
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt
-from qgis.PyQt.QtWidgets import (QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox,
+from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox,
                                  QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
                                  QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
@@ -119,7 +119,11 @@ class TileLabelDock(QDockWidget):
         form = QFormLayout(box)
         self.export_button = QPushButton(tr("Export labelled tiles..."))
         self.export_button.clicked.connect(lambda: self.export())
-        form.addRow(self.export_button)
+        self.chips_check = QCheckBox(tr("with image chips"))
+        row = QHBoxLayout()
+        row.addWidget(self.export_button, 1)
+        row.addWidget(self.chips_check)
+        form.addRow(row)
         self.epochs_spin = QSpinBox()
         self.epochs_spin.setRange(1, 200)
         self.epochs_spin.setValue(5)
@@ -352,6 +356,8 @@ class TileLabelDock(QDockWidget):
                                                  "GeoPackage (*.gpkg)")
             if not out:
                 return
+            if self.chips_check.isChecked():
+                chips = str(Path(out).with_suffix("")) + "_chips"
         job = ["export", self.store_path, "--out", out] + (["--chips", chips] if chips else [])
         self._run(tr("Exporting labelled tiles"), job, self._exported)
 

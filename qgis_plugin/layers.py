@@ -29,7 +29,7 @@ def store_labels(store: str) -> list[str]:
 
 def label_colour(i: int, n: int) -> QColor:
     r, g, b = colorsys.hsv_to_rgb(i / max(n, 1), 0.65, 0.9)
-    return QColor(int(r * 255), int(g * 255), int(b * 255), 110)
+    return QColor(int(r * 255), int(g * 255), int(b * 255))
 
 
 def style_tiles(layer: QgsVectorLayer, labels: list[str]) -> None:
@@ -39,6 +39,7 @@ def style_tiles(layer: QgsVectorLayer, labels: list[str]) -> None:
         symbol = QgsFillSymbol.createSimple({
             "color": label_colour(i, len(labels)).name(QColor.HexArgb),
             "outline_color": "#303030", "outline_width": "0.3"})
+        symbol.setOpacity(0.45)  # the imagery stays readable under the tiles
         symbol.symbolLayer(0).setDataDefinedProperty(
             symbol.symbolLayer(0).PropertyStrokeWidth,
             _property("if(\"status\" = 'predicted', 0.3, 1.0)"))

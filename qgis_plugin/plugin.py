@@ -40,12 +40,21 @@ class TileLabelPlugin:
         show.toggled.connect(self.dock.setVisible)
         annotate = QAction(icon, tr("Annotate extent"), self.iface.mainWindow())
         annotate.triggered.connect(self._annotate)
-        for action in (annotate, show):
+        settings = QAction(tr("Settings..."), self.iface.mainWindow())
+        settings.triggered.connect(self.open_settings)
+        for action in (annotate, show, settings):
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
         self.iface.addToolBarIcon(annotate)
         self.provider = TileLabelProvider()
         QgsApplication.processingRegistry().addProvider(self.provider)
+
+    def open_settings(self) -> None:
+        from .settings_dialog import SettingsDialog
+
+        if SettingsDialog(self.dock.settings, self.iface.mainWindow()).exec_():
+            self.dock.engine_python = None  # look again with the new settings
+            self.dock.refresh_models()
 
     def _annotate(self) -> None:
         self.dock.show()

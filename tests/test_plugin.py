@@ -40,7 +40,7 @@ def test_plugin_zip_installs_loads_and_unloads_cleanly(tmp_path, qgis_iface):
         assert qgis.utils.loadPlugin("tilelabel")
         assert qgis.utils.startPlugin("tilelabel")
         plugin = qgis.utils.plugins["tilelabel"]
-        assert len(plugin.actions) == 2 and plugin.dock is not None
+        assert len(plugin.actions) == 3 and plugin.dock is not None
         assert QgsApplication.processingRegistry().providerById("tilelabel") is not None
         algorithms = {a.name() for a in QgsApplication.processingRegistry()
                       .providerById("tilelabel").algorithms()}
@@ -227,3 +227,45 @@ def test_processing_algorithms_run(tmp_path, provider):
     result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
                                                   "OUTPUT": str(model)})
     assert (model / "model.json").is_file() and result["MODEL_ID"]
+
+
+def test_missing_engine_interpreter_is_reported_with_the_install_command(
+        qtbot, sample_layer, dock, qgis_iface, monkeypatch):
+    import qgis_plugin.dock as dock_module
+
+    monkeypatch.setattr(dock_module, "find_engine_python", lambda configured="": None)
+    dock.engine_python = None
+    dock.raster_combo.setLayer(sample_layer)
+    qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
+    messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
+    assert any("No TileLabel engine found" in m and "make setup" in m for m in messages)
+
+
+def test_an_engine_crash_is_reported_not_frozen(tmp_path, qtbot, sample_layer, dock, qgis_iface):
+    crashing = tmp_path / "python"
+    crashing.write_text("#!/bin/sh\necho 'Segmentation fault' >&2\nexit 139\n")
+    crashing.chmod(0o755)
+    dock.engine_python = str(crashing)
+    outcome = _annotate(dock, qtbot, sample_layer, tmp_path / "c.gpkg")
+    assert "exit code 139" in outcome.error and "Segmentation fault" in outcome.error
+    assert any("exit code 139" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+
+
+def test_settings_dialog_saves_what_the_analyst_chose(qtbot, tmp_path):
+    from qgis_plugin.settings import PluginSettings
+    from qgis_plugin.settings_dialog import SettingsDialog
+
+    original = PluginSettings.load()
+    dialog = SettingsDialog(PluginSettings.load())
+    qtbot.addWidget(dialog)
+    try:
+        qtbot.mouseClick(dialog.detect, Qt.LeftButton)
+        assert dialog.python.filePath()  # the venv's Python can import the engine
+        dialog.device.setCurrentText("cpu")
+        dialog.batch.setValue(8)
+        dialog.accept()
+        saved = PluginSettings.load()
+        assert (saved.device, saved.batch_size) == ("cpu", 8)
+        assert saved.engine_python == dialog.python.filePath()
+    finally:
+        original.save()
