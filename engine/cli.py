@@ -132,8 +132,8 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                       workers=args.workers, freeze_backbone=args.freeze_backbone,
                       allow_no_val=args.allow_no_val,
                       model_id=args.model_id,
-                      arch_config={"backbone_weights": args.backbone_weights}
-                      if args.backbone_weights else {})
+                      arch_config={k: v for k, v in (("backbone_weights", args.backbone_weights),
+                                                      ("variant", args.variant)) if v})
     result = Trainer(cfg, datasets, Path(args.out), reporter,
                      Path(args.init_from) if args.init_from else None, args.resume).run()
     if result:
@@ -260,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "bigearthnet-v2, gpkg) and write a model directory. Several GPUs or "
                        "machines: start it with torchrun.")
     t.add_argument("--arch", default="gap-linear", help="architecture (tilelabel models list)")
+    t.add_argument("--variant", help="architecture variant (deeplift: agcn or rgcn)")
     t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
                    help="training data; repeat to combine datasets with the same labels")
     t.add_argument("--out", required=True, help="model directory to write")

@@ -1,5 +1,5 @@
 """Models: backbones, the seed models, baselines and the architecture registry."""
 from engine.models.output import ModelOutput
-from engine.models.registry import ARCHITECTURES, build
+from engine.models.registry import ARCHITECTURES, BuildRequest, build
 
-__all__ = ["ARCHITECTURES", "ModelOutput", "build"]
+__all__ = ["ARCHITECTURES", "BuildRequest", "ModelOutput", "build"]

@@ -42,7 +42,7 @@ class GapLinear(nn.Module):
         pooled = self.dropout(feats.mean(dim=(2, 3)))
         logits = self.head(pooled)
         cam = torch.einsum("bdhw,cd->bchw", feats, self.head.weight) + self.head.bias[:, None, None]
-        return ModelOutput(logits=logits, attention=torch.sigmoid(cam), aux={})
+        return ModelOutput(logits=logits, attention=torch.sigmoid(cam).detach(), aux={})
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         return self.classify_features(self.backbone(x))

@@ -20,7 +20,7 @@ from torch import nn
 
 from engine import __version__
 from engine.errors import ModelFileError
-from engine.models.registry import build
+from engine.models.registry import BuildRequest, build
 
 FORMAT = "tilelabel-model"
 FORMAT_VERSION = 1
@@ -91,7 +91,8 @@ def _sha256(path: Path) -> str:
 
 def build_model(spec: ModelSpec, pretrained: bool = False) -> nn.Module:
     """The architecture of ``spec`` with fresh (or ImageNet-pretrained backbone) weights."""
-    return build(spec.arch, spec.arch_config, len(spec.labels), len(spec.bands), pretrained)
+    return build(spec.arch, BuildRequest(spec.arch_config, len(spec.labels), len(spec.bands),
+                                         pretrained, spec.label_embeddings, spec.label_graph))
 
 
 def save_model(model: nn.Module, spec: ModelSpec, directory: Path) -> Path:

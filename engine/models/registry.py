@@ -1,7 +1,9 @@
-"""Architecture registry: ``build(arch, config)`` makes any model the engine knows.
+"""Architecture registry: ``build(arch, request)`` makes any model the engine knows.
 
-Each entry names the architecture, a one-line description, the paper it implements and
-a builder taking the model.json ``arch_config`` plus label count and band count.
+Each entry names the architecture, a one-line description, the paper it implements, a
+builder taking a :class:`BuildRequest` (the model.json fields a model is built from), and
+whether it needs the label graph and label text embeddings (the trainer computes those
+before building such a model).
 """
 from __future__ import annotations
 
@@ -12,40 +14,84 @@ from torch import nn
 
 from engine.errors import ModelFileError
 
+RESNETS = ("resnet50", "resnet101")
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    arch_config: dict[str, Any]
+    n_labels: int
+    in_bands: int
+    pretrained: bool = False
+    label_embeddings: list[list[float]] | None = None
+    label_graph: dict[str, Any] | None = None
+
 
 @dataclass(frozen=True)
 class Architecture:
     name: str
     description: str
     paper: str
-    builder: Callable[[dict[str, Any], int, int, bool], nn.Module]
+    builder: Callable[[BuildRequest], nn.Module]
+    needs_label_embeddings: bool = False
 
 
-def _build_gap_linear(cfg: dict[str, Any], n_labels: int, in_bands: int,
-                      pretrained: bool) -> nn.Module:
+def _gap_linear(r: BuildRequest, default_backbone: str = "efficientnet_lite0") -> nn.Module:
     from engine.models.gap_linear import GapLinear, GapLinearConfig
 
-    return GapLinear(GapLinearConfig(n_labels=n_labels, in_bands=in_bands,
-                                     backbone=cfg.get("backbone", "efficientnet_lite0"),
-                                     pretrained=pretrained,
-                                     backbone_weights=cfg.get("backbone_weights"),
-                                     dropout=float(cfg.get("dropout", 0.2))))
+    return GapLinear(GapLinearConfig(
+        n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+        backbone=r.arch_config.get("backbone", default_backbone),
+        backbone_weights=r.arch_config.get("backbone_weights"),
+        dropout=float(r.arch_config.get("dropout", 0.2))))
 
 
-ARCHITECTURES: dict[str, Architecture] = {
-    "gap-linear": Architecture(
-        "gap-linear",
-        "baseline: backbone + global average pooling + linear head; CAM attention",
-        "Zhou et al. 2016, Learning Deep Features for Discriminative Localization (CAM)",
-        _build_gap_linear),
-}
+def _resnet(r: BuildRequest) -> nn.Module:
+    if r.arch_config.get("backbone", "resnet50") not in RESNETS:
+        raise ModelFileError(f"the resnet baseline takes --backbone {' or '.join(RESNETS)}")
+    return _gap_linear(r, "resnet50")
 
 
-def build(arch: str, arch_config: dict[str, Any], n_labels: int, in_bands: int,
-          pretrained: bool = False) -> nn.Module:
-    """Build a model; ``pretrained`` loads offline ImageNet backbone weights."""
+def _mlgcn(r: BuildRequest) -> nn.Module:
+    from engine.models.mlgcn import MLGCN, MLGCNConfig
+
+    return MLGCN(MLGCNConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+                             backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
+                             label_embeddings=r.label_embeddings, label_graph=r.label_graph))
+
+
+def _deeplift(r: BuildRequest) -> nn.Module:
+    from engine.models.deeplift import DEEPLIFT_TAU, DeepLift, DeepLiftConfig
+
+    return DeepLift(DeepLiftConfig(
+        n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+        backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
+        variant=r.arch_config.get("variant", "agcn"),
+        tau=float(r.arch_config.get("tau", DEEPLIFT_TAU)),
+        label_embeddings=r.label_embeddings, label_graph=r.label_graph))
+
+
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
+    Architecture("gap-linear",
+                 "baseline: backbone + global average pooling + linear head; CAM attention",
+                 "Zhou et al. 2016, Learning Deep Features for Discriminative Localization (CAM)",
+                 _gap_linear),
+    Architecture("resnet", "baseline: ResNet-50/101 + global average pooling + linear head",
+                 "He et al. 2016, Deep Residual Learning for Image Recognition", _resnet),
+    Architecture("mlgcn", "baseline: GCN over the label graph makes one classifier per label",
+                 "Chen et al. 2019, Multi-Label Image Recognition with Graph Convolutional "
+                 "Networks (ML-GCN)", _mlgcn, needs_label_embeddings=True),
+    Architecture("deeplift", "label-specific LIFT maps A = L·F from AGCN/RGCN label "
+                 "re-embeddings, channel attention (arch_config variant: agcn | rgcn)",
+                 "Li et al. 2022, Deep-LIFT: label-specific feature learning "
+                 "(shared/papers/deep-lift_li2022...)", _deeplift, needs_label_embeddings=True),
+)}
+
+
+def build(arch: str, request: BuildRequest) -> nn.Module:
+    """Build a model; ``request.pretrained`` loads offline ImageNet backbone weights."""
     if arch not in ARCHITECTURES:
         raise ModelFileError(f"unknown architecture '{arch}'; this engine knows: "
                              f"{', '.join(sorted(ARCHITECTURES))}. Update TileLabel or "
                              "choose a model made for this version.")
-    return ARCHITECTURES[arch].builder(arch_config, n_labels, in_bands, pretrained)
+    return ARCHITECTURES[arch].builder(request)

@@ -30,6 +30,7 @@ from engine.graph.label_graph import LabelGraph
 from engine.infer.predictor import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
+from engine.models.registry import ARCHITECTURES
 from engine.progress import Reporter
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
 from engine.train.distributed import DistContext, gather, init_distributed, shutdown
@@ -138,6 +139,8 @@ class Trainer:
             mean=mean, std=std, arch_config={"backbone": cfg.backbone, **cfg.arch_config},
             label_graph=graph.to_json(),
             description=f"{cfg.arch} ({cfg.backbone}) trained on {', '.join(d.kind for d in self.datasets)}")
+        if ARCHITECTURES.get(cfg.arch) and ARCHITECTURES[cfg.arch].needs_label_embeddings:
+            spec.label_embeddings = self._label_embeddings(spec.labels, required=True)
         torch.manual_seed(cfg.seed)  # the new layers' initial weights
         return spec, build_model(spec, pretrained=cfg.pretrained)
 
@@ -270,14 +273,18 @@ class Trainer:
         return multilabel_metrics(s[first], t[first], np.asarray(self.spec.label_thresholds()),
                                   self.spec.labels)
 
-    def _label_embeddings(self) -> list[list[float]] | None:
-        """Text embeddings of the labels, cached in model.json for graph-based models and
-        label-aware tools; skipped with a warning when no text model is installed."""
+    def _label_embeddings(self, labels: list[str], required: bool = False) -> list[list[float]] | None:
+        """Text embeddings of the labels, cached in model.json (graph models use them as
+        GCN inputs; inference never needs the text model). Without a text model they are
+        skipped with a warning, unless the architecture needs them."""
         from engine.graph.label_embeddings import embed_labels
 
         try:
-            return np.round(embed_labels(self.spec.labels), 6).tolist()
+            return np.round(embed_labels(labels), 6).tolist()
         except (TileLabelError, ImportError, OSError) as exc:
+            if required:
+                raise TileLabelError(f"architecture '{self.cfg.arch}' needs label text "
+                                     f"embeddings and none could be computed: {exc}") from exc
             self.reporter.log(f"label embeddings not stored: {exc}", "warning")
             return None
 
@@ -295,7 +302,7 @@ class Trainer:
             "images_per_second": round(throughput, 2), "device": self.device.type,
             "world_size": self.ctx.world_size}
         if self.spec.label_embeddings is None:
-            self.spec.label_embeddings = self._label_embeddings()
+            self.spec.label_embeddings = self._label_embeddings(self.spec.labels)
         save_model(model, self.spec, self.out)
         return {"model": str(self.out.resolve()), "model_id": self.spec.model_id,
                 "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,

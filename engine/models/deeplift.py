@@ -1,0 +1,121 @@
+"""Deep-LIFT: deep label-specific feature learning (Li et al. 2022, shared/papers/deep-lift...).
+
+1. Image representation: a backbone feature map F [D, H, W].
+2. Label correlation: label re-embeddings L [C, D] from the label text embeddings through
+   AGCN (two attention graph convolutions, Eq. 3; paper dims 1024 -> D) or RGCN
+   (512 -> 1024 -> residual block of 1024 (Eq. 4) -> D), LeakyReLU(0.2) between layers,
+   adjacency from P(Lj|Li) >= tau (paper tau = 0.5).
+3. Deep LIFT maps A = L F (Eq. 5): A [C, H, W], each label's similarity to each location.
+4. Channel attention over the label maps (Eq. 6-7): M_c = sigmoid(MLP(avgpool A) +
+   MLP(maxpool A)) with one shared hidden layer, A_att = M_c * A.
+5. Prediction: [avgpool A_att || maxpool A_att] through an MLP with one hidden layer.
+
+Choices where the paper is silent: the CAM MLP's hidden size is max(C // 2, 8) and the
+final MLP's is 2C; the attention drawn for the analyst is each A_att map min-max
+normalised over its locations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.models.backbones import build_backbone
+from engine.models.gcn import (LEAKY_SLOPE, AttentionGraphConvolution, GraphConvolution,
+                               ResidualGraphBlock, label_adjacency, label_inputs)
+from engine.models.output import ModelOutput
+
+DEEPLIFT_TAU = 0.5
+
+
+@dataclass
+class DeepLiftConfig:
+    n_labels: int
+    in_bands: int = 3
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = False
+    variant: str = "agcn"  # agcn | rgcn
+    tau: float = DEEPLIFT_TAU
+    label_embeddings: list | None = None
+    label_graph: dict | None = None
+    agcn_dims: tuple[int, ...] = (1024,)
+    rgcn_dims: tuple[int, ...] = (512, 1024)
+
+
+def normalised_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
+    a = adjacency + torch.eye(len(adjacency))
+    d = a.sum(1).rsqrt()
+    return a * d[:, None] * d[None, :]
+
+
+class LabelReembedding(nn.Module):
+    """Label embeddings [C, d] -> label re-embeddings L [C, D] by AGCN or RGCN."""
+
+    def __init__(self, cfg: DeepLiftConfig, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        adjacency = label_adjacency(cfg.label_graph, cfg.n_labels, cfg.tau)
+        if cfg.variant == "agcn":
+            dims = (in_dim, *cfg.agcn_dims, out_dim)
+            self.layers = nn.ModuleList(AttentionGraphConvolution(a, b, adjacency)
+                                        for a, b in zip(dims, dims[1:]))
+        elif cfg.variant == "rgcn":
+            norm = normalised_adjacency(adjacency)
+            width = cfg.rgcn_dims[-1]
+            dims = (in_dim, *cfg.rgcn_dims)
+            self.layers = nn.ModuleList([*(GraphConvolution(a, b, norm) for a, b in
+                                           zip(dims, dims[1:])),
+                                         ResidualGraphBlock(width, norm),
+                                         GraphConvolution(width, out_dim, norm)])
+        else:
+            raise ValueError(f"Deep-LIFT variant must be agcn or rgcn, not {cfg.variant!r}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for i, layer in enumerate(self.layers):
+            x = layer(x)
+            if i < len(self.layers) - 1 and not isinstance(layer, ResidualGraphBlock):
+                x = F.leaky_relu(x, LEAKY_SLOPE)
+        return x
+
+
+class ChannelAttention(nn.Module):
+    """M_c = sigmoid(MLP(avg A) + MLP(max A)) over the label channels (Eq. 6)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        hidden = max(channels // 2, 8)
+        self.mlp = nn.Sequential(nn.Linear(channels, hidden), nn.ReLU(), nn.Linear(hidden, channels))
+
+    def forward(self, a: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.mlp(a.mean(dim=(2, 3))) + self.mlp(a.amax(dim=(2, 3))))
+
+
+class DeepLift(nn.Module):
+    def __init__(self, cfg: DeepLiftConfig) -> None:
+        super().__init__()
+        self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
+        dim = self.backbone.out_channels
+        self.register_buffer("label_embeddings", label_inputs(cfg.label_embeddings, cfg.n_labels),
+                             persistent=False)  # from model.json, not the weights file
+        self.reembed = LabelReembedding(cfg, self.label_embeddings.shape[1], dim)
+        self.channel_attention = ChannelAttention(cfg.n_labels)
+        c = cfg.n_labels
+        self.classifier = nn.Sequential(nn.Linear(2 * c, 2 * c), nn.ReLU(), nn.Linear(2 * c, c))
+        self.scale = dim ** -0.5  # keeps L·F in a trainable range for wide feature maps
+
+    def lift_maps(self, feats: torch.Tensor) -> torch.Tensor:
+        """A = L F (Eq. 5): [B, C, H, W]."""
+        labels = self.reembed(self.label_embeddings)
+        return torch.einsum("cd,bdhw->bchw", labels, feats) * self.scale
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        a = self.lift_maps(self.backbone(x))
+        m_c = self.channel_attention(a)
+        a_att = m_c[:, :, None, None] * a                                   # Eq. 7
+        pooled = torch.cat([a_att.mean(dim=(2, 3)), a_att.amax(dim=(2, 3))], dim=1)
+        logits = self.classifier(pooled)
+        lo = a_att.amin(dim=(2, 3), keepdim=True)
+        hi = a_att.amax(dim=(2, 3), keepdim=True)
+        attention = (a_att - lo) / (hi - lo).clamp(min=1e-6)
+        return ModelOutput(logits, attention.detach(), {"channel_attention": m_c})
