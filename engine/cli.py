@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--weight-decay", type=float, default=1e-4)
     t.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"))
     t.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm (0: off)")
-    t.add_argument("--loss", default="bce", choices=("bce", "weighted-bce", "asl"))
+    t.add_argument("--loss", default="bce", choices=("bce", "weighted-bce", "imbalance-bce", "asl"))
     t.add_argument("--patience", type=int, default=5, help="early stopping: epochs without "
                    "a better validation mAP")
     t.add_argument("--seed", type=int, default=0, help="seeds the split, shuffling, augmentation")

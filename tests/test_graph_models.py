@@ -44,7 +44,8 @@ def test_residual_graph_block_adds_its_input():
 @pytest.mark.parametrize("arch,config", [("deeplift", {"variant": "agcn"}),
                                          ("deeplift", {"variant": "rgcn"}),
                                          ("mlgcn", {}),
-                                         ("resnet", {"backbone": "resnet50"})])
+                                         ("resnet", {"backbone": "resnet50"}),
+                                         ("cma", {}), ("ms-cma", {})])
 def test_model_outputs_and_per_label_attention_shapes(arch, config):
     model = build(arch, request(**config)).eval()
     out = model(torch.randn(2, 3, 64, 64))
@@ -85,16 +86,55 @@ def test_graph_models_train_with_decreasing_loss(arch):
     assert losses[-1] < 0.7 * losses[0]
 
 
-def test_deeplift_trains_end_to_end_and_annotates(tmp_path, run_cli):
+@pytest.mark.parametrize("arch,extra", [("deeplift", ["--variant", "rgcn"]),
+                                        ("ms-cma", ["--loss", "imbalance-bce"])])
+def test_graph_models_train_end_to_end_and_annotate(tmp_path, run_cli, arch, extra):
     from conftest import DATA, SAMPLE
 
-    out = tmp_path / "deeplift"
-    res = run_cli("train", "--arch", "deeplift", "--variant", "rgcn", "--dataset",
+    out = tmp_path / arch
+    res = run_cli("train", "--arch", arch, *extra, "--dataset",
                   f"ucmerced:{DATA / 'ucmerced_mini'}", "--out", out, "--epochs", "1",
                   "--image-size", "64", "--freeze-backbone")
     assert res.code == 0, res.err
     spec = json.loads((out / "model.json").read_text())
-    assert spec["arch"] == "deeplift" and len(spec["label_embeddings"]) == 17
+    assert spec["arch"] == arch and len(spec["label_embeddings"]) == 17
     res = run_cli("annotate", SAMPLE, "--out", tmp_path / "s.gpkg", "--model", out,
                   "--allow-gsd-mismatch", "--json-progress")
     assert res.code == 0, res.err
+
+
+def test_asge_cosine_similarities_approach_the_symmetrised_adjacency():
+    from engine.models.cma import asge_target, fit_asge
+
+    graph = LabelGraph.mine(LABELS, TABLE).to_json()
+    embeddings, losses = fit_asge(graph, len(LABELS), steps=300)
+    e = torch.nn.functional.normalize(embeddings, dim=1)
+    target = asge_target(graph)
+    assert losses[-1] < 0.2 * losses[0]
+    strong = target >= 0.5
+    assert torch.allclose((e @ e.T)[strong], target[strong], atol=0.15)
+    assert torch.allclose(target, target.T)
+
+
+@pytest.mark.parametrize("arch", ["cma", "ms-cma"])
+def test_cma_attention_is_a_relu_cosine_normalised_over_locations(arch):
+    model = build(arch, request()).eval()
+    head = model.heads["stride32"]
+    feats = head.reduce(torch.randn(2, model.backbone.out_channels, 3, 3))
+    a = head.attention(feats, model.label_embeddings)
+    assert a.shape == (2, len(LABELS), 9) and bool((a >= 0).all())
+    assert torch.allclose(a.sum(-1), torch.ones(2, len(LABELS)), atol=1e-5)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.logits.shape == (2, len(LABELS)) and out.attention.shape[:2] == (2, len(LABELS))
+    assert len(model.heads) == (2 if arch == "ms-cma" else 1)
+
+
+def test_imbalance_weighted_loss_weighs_rare_positives_up():
+    from engine.train.losses import build_loss
+
+    targets = np.array([[1, 0], [0, 0], [0, 0], [0, 1]], dtype=np.float32)  # both rare
+    loss = build_loss("imbalance-bce", np.array([[1, 1], [1, 0], [1, 0], [1, 0]], np.float32))
+    logits = torch.zeros(4, 2)
+    plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(targets))
+    # label 0 is in every training image (p=1): positives weight e^0, negatives e^0.4
+    assert float(loss(logits, torch.tensor(targets))) > float(plain)

@@ -71,6 +71,14 @@ def _deeplift(r: BuildRequest) -> nn.Module:
         label_embeddings=r.label_embeddings, label_graph=r.label_graph))
 
 
+def _cma(r: BuildRequest, multi_scale: bool = False) -> nn.Module:
+    from engine.models.cma import CMA, CMAConfig
+
+    return CMA(CMAConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+                         backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
+                         multi_scale=multi_scale, label_graph=r.label_graph))
+
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("gap-linear",
                  "baseline: backbone + global average pooling + linear head; CAM attention",
@@ -85,6 +93,12 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  "re-embeddings, channel attention (arch_config variant: agcn | rgcn)",
                  "Li et al. 2022, Deep-LIFT: label-specific feature learning "
                  "(shared/papers/deep-lift_li2022...)", _deeplift, needs_label_embeddings=True),
+    Architecture("cma", "cross-modality attention: ASGE label embeddings guide one "
+                 "attention map per label", "You et al. 2020, Cross-Modality Attention with "
+                 "Semantic Graph Embedding (shared/papers/cma_you2020...)", _cma),
+    Architecture("ms-cma", "multi-scale CMA: the CMA head on two backbone stages, "
+                 "probabilities averaged (Eq. 11)", "You et al. 2020 (MS-CMA)",
+                 lambda r: _cma(r, multi_scale=True)),
 )}
 
 

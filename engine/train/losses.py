@@ -3,6 +3,9 @@
 - ``bce``: binary cross-entropy, mean over labels and images.
 - ``weighted-bce``: BCE with positive weight w_c = n_neg_c / n_pos_c from the training
   labels (clamped to [1, 50]), so rare labels are not ignored.
+- ``imbalance-bce``: CMA's class-imbalance weighted BCE (You et al. 2020, Eq. 12):
+  w_k = y_k e^{beta (1 - p_k)} + (1 - y_k) e^{beta p_k}, p_k the label's share of the
+  training images, beta = 0.4 (the paper's NUS-WIDE value; beta = 0 is plain BCE).
 - ``asl``: asymmetric loss (Ridnik et al. 2021, Eq. 1-5): positives
   (1-p)^gamma_pos * log(p), negatives p_m^gamma_neg * log(1-p_m) with the shifted
   probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05.
@@ -14,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("bce", "weighted-bce", "asl")
+LOSSES = ("bce", "weighted-bce", "imbalance-bce", "asl")
+IMBALANCE_BETA = 0.4
 
 
 class AsymmetricLoss(nn.Module):
@@ -40,6 +44,18 @@ class WeightedBCE(nn.Module):
         return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight)
 
 
+class ImbalanceWeightedBCE(nn.Module):
+    def __init__(self, label_ratio: torch.Tensor, beta: float = IMBALANCE_BETA) -> None:
+        super().__init__()
+        self.register_buffer("label_ratio", label_ratio)
+        self.beta = beta
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p = self.label_ratio
+        w = targets * torch.exp(self.beta * (1 - p)) + (1 - targets) * torch.exp(self.beta * p)
+        return F.binary_cross_entropy_with_logits(logits, targets, weight=w)
+
+
 def build_loss(name: str, train_targets: np.ndarray) -> nn.Module:
     if name == "bce":
         return nn.BCEWithLogitsLoss()
@@ -48,6 +64,8 @@ def build_loss(name: str, train_targets: np.ndarray) -> nn.Module:
         neg = len(train_targets) - pos
         w = np.clip(neg / np.maximum(pos, 1), 1.0, 50.0)
         return WeightedBCE(torch.tensor(w, dtype=torch.float32))
+    if name == "imbalance-bce":
+        return ImbalanceWeightedBCE(torch.tensor(train_targets.mean(0), dtype=torch.float32))
     if name == "asl":
         return AsymmetricLoss()
     raise ValueError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")

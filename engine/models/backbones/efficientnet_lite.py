@@ -109,11 +109,24 @@ class EfficientNetLite0(nn.Module):
         self._conv_head = Conv2dSame(320, FEATURE_CHANNELS, 1, bias=False)
         self._bn1 = _bn(FEATURE_CHANNELS)
 
+    # Feature maps that multi-scale models can tap: (block index, channels, stride).
+    STAGE_OUTPUTS = {"stride16": (10, 112, 16), "stride32": (None, FEATURE_CHANNELS, 32)}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_stages(x, ("stride32",))["stride32"]
+
+    def forward_stages(self, x: torch.Tensor, names: tuple[str, ...]) -> dict[str, torch.Tensor]:
+        """The named intermediate feature maps (see STAGE_OUTPUTS) in one pass."""
+        taps = {self.STAGE_OUTPUTS[n][0]: n for n in names if self.STAGE_OUTPUTS[n][0] is not None}
+        out: dict[str, torch.Tensor] = {}
         x = F.relu6(self._bn0(self._conv_stem(x)))
-        for block in self._blocks:
+        for i, block in enumerate(self._blocks):
             x = block(x)
-        return F.relu6(self._bn1(self._conv_head(x)))
+            if i in taps:
+                out[taps[i]] = x
+        if "stride32" in names:
+            out["stride32"] = F.relu6(self._bn1(self._conv_head(x)))
+        return out
 
 
 def imagenet_weights_path() -> Path:

@@ -1,0 +1,157 @@
+"""CMA / MS-CMA with ASGE (You et al. 2020, shared/papers/cma_you2020...).
+
+- ASGE (Eq. 1-5): the label graph's conditional probabilities A_ij = P(v_i | v_j) are
+  symmetrised, A' = (A + A^T) / 2; a network Phi of three fully-connected layers (each
+  with BN and ReLU, 256 wide) maps each label's one-hot vector to an embedding e_i, fitted
+  so that cos(e_i, e_j) approaches A'_ij, with the relaxation: pairs where A_ij < alpha and
+  cos < alpha do not count (alpha = 0.1). Fitted when the model is built (seeded, ~1 s)
+  and kept in the weights.
+- Backbone features reduced by a 1x1 convolution to I [C, H, W] (C = 512 here).
+- Cross-modality transformer (Eq. 6): two 1x1 convolutions with BN and ReLU project I to
+  the embedding space, I_s.
+- Category-wise attention (Eq. 7-8): z_k^i = ReLU(cos(I_s^i, e_k)), a_k^i = z_k^i / sum_i z_k^i.
+- Category features and classifiers (Eq. 9-10): h_k = sum_i a_k^i I^i, y_k = w_k^T h_k + b_k.
+- MS-CMA (Eq. 11): the same head on several backbone stages (here the stride-16 and
+  stride-32 maps of EfficientNet-Lite0, or layer3/layer4 of a ResNet); the probabilities
+  are averaged and returned as logits.
+- The class-imbalance loss of Eq. 12 is the trainer's ``--loss imbalance-bce``.
+Attention for the analyst: a_k scaled by its maximum over the locations.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import ModelFileError
+from engine.graph.label_graph import LabelGraph
+from engine.models.backbones import build_backbone
+from engine.models.output import ModelOutput
+
+ASGE_DIM, ASGE_ALPHA, ASGE_STEPS, ASGE_LR = 256, 0.1, 300, 0.01
+FEATURE_DIM = 512
+
+
+def asge_target(label_graph: dict) -> torch.Tensor:
+    """A' = (A + A^T) / 2 with A_ij = P(v_i | v_j) (Eq. 1)."""
+    probs = LabelGraph.from_json(label_graph).probs  # probs[i, j] = P(L_j | L_i)
+    a = torch.tensor(probs.T, dtype=torch.float32)    # A_ij = P(v_i | v_j)
+    return (a + a.T) / 2
+
+
+def asge_loss(e: torch.Tensor, a: torch.Tensor, target: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Eq. 4-5: squared error of cosine similarities, relaxed below alpha."""
+    e = F.normalize(e, dim=1)
+    cos = e @ e.T
+    sigma = ~((a < alpha) & (cos < alpha))
+    return (sigma * (cos - target) ** 2).sum()
+
+
+class ASGE(nn.Module):
+    """Phi: one-hot label -> embedding, three FC layers each with BN and ReLU (Eq. 2)."""
+
+    def __init__(self, n_labels: int, dim: int = ASGE_DIM) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for d_in in (n_labels, dim, dim):
+            layers += [nn.Linear(d_in, dim), nn.BatchNorm1d(dim), nn.ReLU()]
+        self.phi = nn.Sequential(*layers)
+
+    def forward(self, one_hot: torch.Tensor) -> torch.Tensor:
+        return self.phi(one_hot)
+
+
+def fit_asge(label_graph: dict, n_labels: int, steps: int = ASGE_STEPS,
+             alpha: float = ASGE_ALPHA, seed: int = 0) -> tuple[torch.Tensor, list[float]]:
+    """Label embeddings E [N, 256] fitted to the graph; returns (E, loss per step)."""
+    a = torch.tensor(LabelGraph.from_json(label_graph).probs.T, dtype=torch.float32)
+    target = asge_target(label_graph)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = ASGE(n_labels)
+        opt = torch.optim.Adam(net.parameters(), lr=ASGE_LR)
+        eye, losses = torch.eye(n_labels), []
+        for _ in range(steps):
+            opt.zero_grad()
+            loss = asge_loss(net(eye), a, target, alpha)
+            loss.backward()
+            opt.step()
+            losses.append(float(loss.detach()))
+        net.eval()
+        with torch.no_grad():
+            return net(eye), losses
+
+
+class CrossModalityHead(nn.Module):
+    """Eq. 6-10 on one feature map."""
+
+    def __init__(self, in_channels: int, n_labels: int, embed_dim: int) -> None:
+        super().__init__()
+        self.reduce = nn.Sequential(nn.Conv2d(in_channels, FEATURE_DIM, 1, bias=False),
+                                    nn.BatchNorm2d(FEATURE_DIM), nn.ReLU())
+        self.cmt = nn.Sequential(nn.Conv2d(FEATURE_DIM, embed_dim, 1, bias=False),
+                                 nn.BatchNorm2d(embed_dim), nn.ReLU(),
+                                 nn.Conv2d(embed_dim, embed_dim, 1, bias=False),
+                                 nn.BatchNorm2d(embed_dim), nn.ReLU())
+        self.weight = nn.Parameter(torch.randn(n_labels, FEATURE_DIM) * FEATURE_DIM ** -0.5)
+        self.bias = nn.Parameter(torch.zeros(n_labels))
+
+    def attention(self, feats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """a [B, N, M]: ReLU cosine similarity (Eq. 7), normalised over locations (Eq. 8)."""
+        i_s = F.normalize(self.cmt(feats).flatten(2), dim=1)            # [B, Ce, M]
+        z = F.relu(torch.einsum("nc,bcm->bnm", F.normalize(embeddings, dim=1), i_s))
+        return z / z.sum(-1, keepdim=True).clamp(min=1e-6)
+
+    def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        i = self.reduce(feats)
+        a = self.attention(i, embeddings)
+        h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
+        logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
+        return logits, a.reshape(*a.shape[:2], *feats.shape[-2:])
+
+
+@dataclass
+class CMAConfig:
+    n_labels: int
+    in_bands: int = 3
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = False
+    multi_scale: bool = False
+    label_graph: dict | None = None
+
+
+class CMA(nn.Module):
+    def __init__(self, cfg: CMAConfig) -> None:
+        super().__init__()
+        if cfg.label_graph is None:
+            raise ModelFileError("CMA needs the label graph in model.json (train it with "
+                                 "'tilelabel train --arch cma')")
+        self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
+        if not hasattr(self.backbone, "STAGE_OUTPUTS"):
+            raise ModelFileError("CMA/MS-CMA runs on the efficientnet_lite0 backbone here")
+        self.stages = ("stride16", "stride32") if cfg.multi_scale else ("stride32",)
+        embeddings, self.asge_losses = fit_asge(cfg.label_graph, cfg.n_labels)
+        self.register_buffer("label_embeddings", embeddings)  # kept in the weights
+        self.heads = nn.ModuleDict({s: CrossModalityHead(self.backbone.STAGE_OUTPUTS[s][1],
+                                                         cfg.n_labels, ASGE_DIM)
+                                    for s in self.stages})
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        maps = self.backbone.forward_stages(x, self.stages)
+        probs, attention = [], None
+        for stage in self.stages:
+            logits, a = self.heads[stage](maps[stage], self.label_embeddings)
+            probs.append(torch.sigmoid(logits))
+            if stage == "stride32" or attention is None:
+                attention = a
+        p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)             # Eq. 11
+        shown = attention / attention.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
+        return ModelOutput(torch.log(p) - torch.log1p(-p), shown.detach(), {})
+
+
+def embedding_cosines(model: CMA) -> np.ndarray:
+    e = F.normalize(model.label_embeddings, dim=1)
+    return (e @ e.T).numpy()
