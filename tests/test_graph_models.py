@@ -45,7 +45,7 @@ def test_residual_graph_block_adds_its_input():
                                          ("deeplift", {"variant": "rgcn"}),
                                          ("mlgcn", {}),
                                          ("resnet", {"backbone": "resnet50"}),
-                                         ("cma", {}), ("ms-cma", {})])
+                                         ("cma", {}), ("ms-cma", {}), ("srdl", {})])
 def test_model_outputs_and_per_label_attention_shapes(arch, config):
     model = build(arch, request(**config)).eval()
     out = model(torch.randn(2, 3, 64, 64))
@@ -65,7 +65,7 @@ def test_deeplift_lift_maps_are_label_embeddings_times_features():
     assert m_c.shape == (1, len(LABELS)) and bool(((m_c > 0) & (m_c < 1)).all())
 
 
-@pytest.mark.parametrize("arch", ["deeplift", "mlgcn"])
+@pytest.mark.parametrize("arch", ["deeplift", "mlgcn", "srdl"])
 def test_graph_models_train_with_decreasing_loss(arch):
     import dataclasses
 
@@ -86,7 +86,7 @@ def test_graph_models_train_with_decreasing_loss(arch):
     assert losses[-1] < 0.7 * losses[0]
 
 
-@pytest.mark.parametrize("arch,extra", [("deeplift", ["--variant", "rgcn"]),
+@pytest.mark.parametrize("arch,extra", [("deeplift", ["--variant", "rgcn"]), ("srdl", []),
                                         ("ms-cma", ["--loss", "imbalance-bce"])])
 def test_graph_models_train_end_to_end_and_annotate(tmp_path, run_cli, arch, extra):
     from conftest import DATA, SAMPLE
@@ -138,3 +138,42 @@ def test_imbalance_weighted_loss_weighs_rare_positives_up():
     plain = torch.nn.functional.binary_cross_entropy_with_logits(logits, torch.tensor(targets))
     # label 0 is in every training image (p=1): positives weight e^0, negatives e^0.4
     assert float(loss(logits, torch.tensor(targets))) > float(plain)
+
+
+def test_object_erasing_removes_the_interval_holding_the_global_peak():
+    from engine.models.srdl import erase_peak_region, peak_interval
+
+    m = torch.tensor([0.1, 0.6, 0.7, 0.2, 0.9, 1.0, 0.8, 0.1])
+    assert peak_interval(m, 0.5) == (4, 7)  # the run holding 1.0, not the 0.6-0.7 one
+    sa = torch.zeros(6, 8)
+    sa[1:3, 1:3] = 0.6   # a weaker object
+    sa[3:5, 4:7] = 1.0   # the most obvious one
+    erased = erase_peak_region(sa, 0.5)
+    assert float(erased[3:5, 4:7].max()) == 0 and torch.equal(erased[1:3, 1:3], sa[1:3, 1:3])
+
+
+def test_object_erasing_changes_nothing_when_no_label_is_selected():
+    model = build("srdl", request(top_k=0))
+    sa = torch.rand(2, len(LABELS), 4, 4)
+    assert torch.equal(model.erase(sa, torch.randn(2, len(LABELS))), sa)
+    model_k1 = build("srdl", request(top_k=1))
+    logits = torch.tensor([[0.0, 5.0, 0, 0, 0], [3.0, 0, 0, 0, 0]])
+    erased = model_k1.erase(sa, logits)
+    changed = [(b, c) for b in range(2) for c in range(len(LABELS)) if not torch.equal(erased[b, c], sa[b, c])]
+    assert changed == [(0, 1), (1, 0)]
+
+
+def test_srdl_adds_the_erased_loss_only_in_training():
+    model = build("srdl", request())
+    x, y = torch.randn(2, 3, 64, 64), torch.tensor(TABLE[:2], dtype=torch.float32)
+    model.train()
+    assert set(model.extra_losses(model(x), y)) == {"erased"}
+    model.eval()
+    assert model.extra_losses(model(x), y) == {}
+
+
+def test_flat_attention_has_no_peak_to_erase():
+    from engine.models.srdl import erase_peak_region
+
+    sa = torch.full((4, 4), 0.3)
+    assert torch.equal(erase_peak_region(sa, 0.5), sa)

@@ -79,6 +79,16 @@ def _cma(r: BuildRequest, multi_scale: bool = False) -> nn.Module:
                          multi_scale=multi_scale, label_graph=r.label_graph))
 
 
+def _srdl(r: BuildRequest) -> nn.Module:
+    from engine.models.srdl import ALPHA, TOP_K, SRDL, SRDLConfig
+
+    return SRDL(SRDLConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+                           backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
+                           top_k=int(r.arch_config.get("top_k", TOP_K)),
+                           alpha=float(r.arch_config.get("alpha", ALPHA)),
+                           label_embeddings=r.label_embeddings))
+
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("gap-linear",
                  "baseline: backbone + global average pooling + linear head; CAM attention",
@@ -99,6 +109,10 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("ms-cma", "multi-scale CMA: the CMA head on two backbone stages, "
                  "probabilities averaged (Eq. 11)", "You et al. 2020 (MS-CMA)",
                  lambda r: _cma(r, multi_scale=True)),
+    Architecture("srdl", "category-specific channel and spatial attention from "
+                 "GNN-contextualised label embeddings; object erasing while training",
+                 "Pu et al. 2022, Semantic Representation and Dependency Learning "
+                 "(shared/papers/srdl_pu2022...)", _srdl, needs_label_embeddings=True),
 )}
 
 
