@@ -20,6 +20,9 @@ from engine.progress import Reporter
 
 
 def _raise_interrupt(signum: int, _frame: object) -> None:
+    """Turn the first SIGTERM into JobInterrupted; ignore repeats so that the clean-up
+    (rolling back, recording the run as interrupted) is not itself interrupted."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise JobInterrupted(f"stopped by signal {signal.Signals(signum).name}")
 
 

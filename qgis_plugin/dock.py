@@ -38,7 +38,7 @@ class TileLabelDock(QDockWidget):
         self.iface = iface
         self.settings = PluginSettings.load()
         self.engine_python: str | None = None
-        self.job: EngineJob | None = None
+        self.jobs: set[EngineJob] = set()  # running jobs (Cancel stops them all)
         self.last_outcome: JobOutcome | None = None
         self.tiles_layer: QgsVectorLayer | None = None
         self.store_path: str | None = None
@@ -182,7 +182,7 @@ class TileLabelDock(QDockWidget):
         task = EngineJob(description, python, job)
         task.signals.event.connect(self._on_event)
         task.signals.done.connect(lambda outcome: self._finished(task, outcome, on_done))
-        self.job = task
+        self.jobs.add(task)
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
         self.status.setText(description + "...")
@@ -197,10 +197,10 @@ class TileLabelDock(QDockWidget):
             self.train_status.setText(event["message"])
 
     def _finished(self, task: EngineJob, outcome: JobOutcome, on_done) -> None:
-        self.cancel_button.setEnabled(False)
+        self.jobs.discard(task)
+        self.cancel_button.setEnabled(bool(self.jobs))
+        self._set_review_enabled(True)
         self.last_outcome = outcome
-        if self.job is task:
-            self.job = None
         if outcome.cancelled:
             self.status.setText(tr("Cancelled; the store keeps every tile written before."))
             return
@@ -210,8 +210,8 @@ class TileLabelDock(QDockWidget):
         on_done(outcome.result or {})
 
     def cancel(self) -> None:
-        if self.job is not None:
-            self.job.cancel()
+        for task in list(self.jobs):
+            task.cancel()
 
     # -- annotate ---------------------------------------------------------------------
     def start_drawing(self) -> None:
@@ -335,7 +335,14 @@ class TileLabelDock(QDockWidget):
             self._error(tr("Select tiles of a TileLabel store first."))
             return
         job = ["correct", self.store_path, *[a for t in ids for a in ("--tile", t)], *what]
-        self._run(description, job, lambda result: self._corrected(result))
+        # One correction at a time, so they reach the store in the order they were made.
+        self._set_review_enabled(False)
+        if self._run(description, job, lambda result: self._corrected(result)) is None:
+            self._set_review_enabled(True)
+
+    def _set_review_enabled(self, enabled: bool) -> None:
+        for widget in (self.label_list, self.verify_button, self.undo_button):
+            widget.setEnabled(enabled)
 
     def _corrected(self, result: dict) -> None:
         selected = self.tiles_layer.selectedFeatureIds()

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -37,19 +39,43 @@ def job_command(python: str, job: list[str]) -> list[str]:
 
 
 def _start(python: str, job: list[str]) -> subprocess.Popen:
+    """Start the job; stderr goes to a temporary file (a pipe nobody reads while stdout
+    is being read would block a chatty engine forever)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     env.pop("PYTHONPATH", None)  # QGIS's own paths must not leak into the engine's Python
-    return subprocess.Popen(job_command(python, job), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    stderr = tempfile.TemporaryFile(mode="w+")
+    proc = subprocess.Popen(job_command(python, job), stdout=subprocess.PIPE, stderr=stderr,
+                            text=True, env=env)
+    proc.stderr_file = stderr
+    return proc
+
+
+def _stderr_tail(proc: subprocess.Popen) -> str:
+    handle = proc.stderr_file
+    handle.seek(0)
+    lines = [ln for ln in handle.read().strip().splitlines() if ln.strip()]
+    handle.close()
+    return lines[-1] if lines else "no message"
+
+
+_TERMINATE_LOCK = threading.Lock()
+
+
+def terminate_once(proc: subprocess.Popen, outcome: JobOutcome) -> None:
+    """Send the job one SIGTERM (the engine then stops cleanly and exits with 130)."""
+    with _TERMINATE_LOCK:
+        if outcome.cancelled:
+            return
+        outcome.cancelled = True
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
 
 
 def _consume(proc: subprocess.Popen, outcome: JobOutcome,
              on_event: Callable[[dict], None], is_cancelled: Callable[[], bool]) -> None:
     for line in proc.stdout:
         if is_cancelled():
-            outcome.cancelled = True
-            proc.send_signal(signal.SIGTERM)
-            break
+            terminate_once(proc, outcome)
         try:
             event = json.loads(line)
         except json.JSONDecodeError:
@@ -62,16 +88,17 @@ def _consume(proc: subprocess.Popen, outcome: JobOutcome,
             outcome.logs.append(event)
         on_event(event)
     try:
-        stderr = proc.communicate(timeout=120)[1]
+        proc.wait(timeout=120)
     except subprocess.TimeoutExpired:
         proc.kill()
-        stderr = proc.communicate()[1]
+        proc.wait()
     outcome.exit_code = proc.returncode
+    last_error_line = _stderr_tail(proc)
     if outcome.cancelled and outcome.error and "interrupted" in outcome.error:
         outcome.error = None
-    if proc.returncode not in (0, 130) and not outcome.error:
-        tail = (stderr or "").strip().splitlines()[-1:] or ["no message"]
-        outcome.error = f"the engine stopped unexpectedly (exit code {proc.returncode}): {tail[0]}"
+    if proc.returncode not in (0, 130) and not outcome.error and not outcome.cancelled:
+        outcome.error = (f"the engine stopped unexpectedly (exit code {proc.returncode}): "
+                         f"{last_error_line}")
 
 
 def run_engine(python: str, job: list[str], on_event: Callable[[dict], None] = lambda e: None,
@@ -119,8 +146,8 @@ class EngineJob(QgsTask):
         self.signals.event.emit(event)
 
     def cancel(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(signal.SIGTERM)
+        if self._proc is not None:
+            terminate_once(self._proc, self.outcome)
         super().cancel()
 
     def finished(self, ok: bool) -> None:  # main thread

@@ -194,3 +194,23 @@ def test_reannotating_updates_predictions_and_keeps_corrections(tmp_path, run_cl
         assert len(s.corrections(tid)) == 1
         runs = s.conn.execute("SELECT outcome FROM runs").fetchall()
     assert [r[0] for r in runs] == ["completed", "completed"]
+
+
+def test_attention_raster_has_no_empty_edge_column_or_row(tmp_path, run_cli):
+    """Overlapping tiles on a sub-extent whose width is not a whole number of attention
+    pixels: the last tile of each row and column still fills the raster to its edge."""
+    with rasterio.open(SAMPLE) as src:
+        left, bottom, _, top = src.bounds
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "o.gpkg", "--overlap", "0.5",
+                  "--extent", left + 3, bottom + 7, left + 183.2, top - 5, "--json-progress")
+    assert res.code == 0, res.err
+    with rasterio.open(_result(res.out)["attention"]) as att:
+        band = att.read(1)
+    assert (band != -1).any(axis=0).all() and (band != -1).any(axis=1).all()
+
+
+def test_store_records_the_raster_by_absolute_path(tmp_path, run_cli, monkeypatch):
+    """Export and retraining re-open the raster from the store, from any folder."""
+    monkeypatch.chdir(SAMPLE.parent)
+    assert run_cli("annotate", SAMPLE.name, "--out", tmp_path / "s.gpkg", "--no-attention").code == 0
+    assert set(_tiles(tmp_path / "s.gpkg")["raster"]) == {str(SAMPLE)}

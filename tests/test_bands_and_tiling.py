@@ -67,3 +67,23 @@ def test_grid_is_anchored_to_the_raster_so_subextents_share_tile_ids():
                                                 bottom + 150), None), 0.3, 256)
     assert {(t.grid_i, t.grid_j) for t in part} <= whole
     assert len(part) in (1, 2, 4)
+
+
+def test_gdal_generic_band_names_are_not_sentinel2_names():
+    # "Band 4" of a 4-band NAIP-like file is not B04 (red): bands are taken in order
+    m = match_bands(["red", "green", "blue"], ["Band 1", "Band 2", "Band 3", "Band 4"],
+                    ["gray", "undefined", "undefined", "undefined"])
+    assert m.indexes == [1, 2, 3] and m.assumed_order
+
+
+@pytest.mark.parametrize("epsg,factor", [(27700, 1.0), (2056, 1.0), (32633, 1.0)])
+def test_transverse_and_oblique_mercator_grids_are_true_to_scale(tmp_path, epsg, factor):
+    import numpy as np
+    from rasterio.transform import from_origin
+
+    path = tmp_path / "r.tif"
+    origin = {27700: (400000, 300000), 2056: (2600000, 1200000), 32633: (500000, 5000000)}[epsg]
+    with rasterio.open(path, "w", driver="GTiff", width=8, height=8, count=1, dtype="uint8",
+                       crs=f"EPSG:{epsg}", transform=from_origin(*origin, 0.25, 0.25)) as ds:
+        ds.write(np.zeros((1, 8, 8), np.uint8))
+    assert open_raster(path).ground_resolution_m() == pytest.approx((0.25 * factor,) * 2)

@@ -105,3 +105,22 @@ def test_undo_restores_the_previous_state_and_keeps_history(tmp_path):
         with pytest.raises(StoreError, match="no correction to undo"):
             s.undo_last(["t0"])
         assert len(s.corrections("t0")) == 4
+
+
+VALIDATOR = "/usr/lib/python3/dist-packages/osgeo_utils/samples/validate_gpkg.py"
+
+
+@pytest.mark.skipif(not __import__("os").path.exists(VALIDATOR),
+                    reason="GDAL's validate_gpkg.py (Debian python3-gdal) not installed")
+def test_store_passes_gdals_geopackage_validator(tmp_path):
+    import subprocess
+
+    path = tmp_path / "s.gpkg"
+    with AnnotationStore.create_or_open(path, ["a", "b"], CRS.from_epsg(32633)) as s:
+        s.write_tiles([_record(0, [0.2, 0.7]), _record(1, [0.9, 0.1])], "m", "r")
+        s.write_tiles([_record(1, [0.5, 0.5])], "m", "r2")  # an upsert
+        s.conn.execute("UPDATE tiles SET geom = NULL WHERE tile_id = 't0'")
+        assert s.conn.execute("SELECT COUNT(*) FROM rtree_tiles_geom").fetchone()[0] == 1
+    done = subprocess.run(["/usr/bin/python3", VALIDATOR, str(path)], capture_output=True,
+                          text=True)
+    assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr

@@ -27,7 +27,9 @@ UNNAMED = {"", "gray", "grey", "undefined", "none"}
 def canonical(name: str | None) -> str:
     """Canonical band name: 'Red' -> 'red', 'b4'/'B04' -> 'B04', 'b8a' -> 'B8A'."""
     n = (name or "").strip().lower()
-    m = re.fullmatch(r"b(?:and)?[ _]?0*(\d{1,2})(a?)", n)
+    if re.fullmatch(r"band[ _]?\d+", n):  # GDAL's generic "Band 4": no meaning, unnamed
+        return ""
+    m = re.fullmatch(r"b(?:and[ _]?)?0*(\d{1,2})(a?)", n)
     if m:
         if m.group(2):  # the red-edge band 8A keeps its one-digit form
             return f"B{int(m.group(1))}A"

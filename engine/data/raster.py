@@ -56,10 +56,19 @@ class RasterInfo:
             lat = math.radians(_centre_latitude(self))
             return rx * 111_320.0 * math.cos(lat), ry * 110_540.0
         factor = _linear_unit_factor(self.crs)
-        if "merc" in (self.crs.to_proj4() or ""):
+        if _is_mercator(self.crs):
             k = math.cos(math.radians(_centre_latitude(self)))
             return rx * factor * k, ry * factor * k
         return rx * factor, ry * factor
+
+
+def _is_mercator(crs: CRS) -> bool:
+    """Plain Mercator (e.g. Web Mercator), whose metres shrink by cos(latitude) on the
+    ground; not transverse/oblique Mercator (UTM, national grids), which are true to scale."""
+    try:
+        return crs.to_dict().get("proj") == "merc"
+    except Exception:  # noqa: BLE001 - CRSs without a PROJ string
+        return False
 
 
 def _linear_unit_factor(crs: CRS) -> float:

@@ -159,6 +159,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
     """Predict and write every tile; True when an attention raster was written."""
     info, grid, spec = plan.info, plan.grid, plan.spec
     key = raster_key(info.path)
+    source = info.path if info.path.startswith("/vsi") else str(Path(info.path).resolve())
     reader = TileReader(info, plan.band_indexes,
                         pixel_scaling(info, plan.band_indexes, spec.bands, opts.s2_offset),
                         spec.mean, spec.std, spec.tile_px)
@@ -180,7 +181,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
                     t = batch.tiles[k]
                     b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
                     records.append(TileRecord(
-                        tile_id(key, grid, t), b, info.path, (t.col, t.row, t.size_x, t.size_y),
+                        tile_id(key, grid, t), b, source, (t.col, t.row, t.size_x, t.size_y),
                         gsd, t.is_edge(info.width, info.height),
                         float(batch.valid_fraction[k]), probs[row], labels[row]))
                 counters["written"] += store.write_tiles(records, spec.model_id, run_id)

@@ -23,6 +23,10 @@ from engine.data.tiling import Tile, TileGrid
 
 ATTENTION_PX_PER_TILE = 32
 NODATA = -1.0
+# Full-width strips of a few rows: tiles arrive row by row, so only the strips of the
+# current tile row are ever partly written and GDAL's cache holds them until complete.
+# (256 x 256 blocks would each be flushed half-written and rewritten on wide rasters.)
+STRIP_ROWS = 16
 
 
 class AttentionWriter:
@@ -45,7 +49,7 @@ class AttentionWriter:
         self.ds = rasterio.open(
             self.path, "w", driver="GTiff", width=self.width, height=self.height,
             count=len(labels), dtype="float32", crs=info.crs, transform=transform,
-            nodata=NODATA, tiled=True, blockxsize=256, blockysize=256, compress="deflate",
+            nodata=NODATA, tiled=False, blockysize=STRIP_ROWS, compress="deflate",
             predictor=3, BIGTIFF="IF_SAFER")
         for band, label in enumerate(labels, start=1):
             self.ds.set_band_description(band, label)
@@ -66,7 +70,9 @@ class AttentionWriter:
         oy0, oy1 = self._owned(tile.row, g.size_y, g.stride_y, tile.grid_i, g.i_range[0], g.i_range[-1])
         ax0, ax1 = (max(0, round((v - self.c0) / f)) for v in (ox0, ox1))
         ay0, ay1 = (max(0, round((v - self.r0) / f)) for v in (oy0, oy1))
-        ax1, ay1 = min(ax1, self.width), min(ay1, self.height)
+        # The last tile of a row or column owns everything up to the raster's edge.
+        ax1 = self.width if tile.grid_j == g.j_range[-1] else min(ax1, self.width)
+        ay1 = self.height if tile.grid_i == g.i_range[-1] else min(ay1, self.height)
         if ax1 <= ax0 or ay1 <= ay0:
             return
         nx, ny = max(1, round(g.size_x / f)), max(1, round(g.size_y / f))

@@ -186,8 +186,9 @@ class AnnotationStore:
                f"final_labels=CASE WHEN tiles.status='predicted' THEN excluded.final_labels "
                f"ELSE tiles.final_labels END, model_id=excluded.model_id, "
                f"run_id=excluded.run_id, updated=excluded.updated")
-        stamp, rows = now(), []
+        stamp, rows, records_bounds = now(), [], []
         for r in records:
+            records_bounds.append(tuple(r.bounds))
             probs = [float(p) for p in r.probabilities]
             top = max(range(len(probs)), key=probs.__getitem__)
             text = LABEL_SEPARATOR.join(r.predicted)
@@ -197,14 +198,20 @@ class AnnotationStore:
                          model_id, run_id, stamp, stamp))
         with self.conn:
             self.conn.executemany(sql, rows)
-            self._update_extent()
+            self._grow_extent(records_bounds)
         return len(rows)
 
-    def _update_extent(self) -> None:
+    def _grow_extent(self, bounds: list[tuple[float, float, float, float]]) -> None:
+        """Widen the layer extent in gpkg_contents by this batch's tiles (no table scan)."""
+        if not bounds:
+            return
+        minx, miny = min(b[0] for b in bounds), min(b[1] for b in bounds)
+        maxx, maxy = max(b[2] for b in bounds), max(b[3] for b in bounds)
         self.conn.execute(
-            "UPDATE gpkg_contents SET (min_x, max_x, min_y, max_y, last_change) = (SELECT "
-            "MIN(minx), MAX(maxx), MIN(miny), MAX(maxy), ? FROM rtree_tiles_geom) "
-            "WHERE table_name = 'tiles'", (now(),))
+            "UPDATE gpkg_contents SET min_x = MIN(COALESCE(min_x, ?1), ?1), "
+            "min_y = MIN(COALESCE(min_y, ?2), ?2), max_x = MAX(COALESCE(max_x, ?3), ?3), "
+            "max_y = MAX(COALESCE(max_y, ?4), ?4), last_change = ?5 WHERE table_name = 'tiles'",
+            (minx, miny, maxx, maxy, now()))
 
     def tile_count(self) -> int:
         return self.conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]

@@ -93,22 +93,36 @@ def add_attribute_table(conn: sqlite3.Connection, table: str, columns_sql: str,
 
 
 def _add_rtree(conn: sqlite3.Connection, t: str) -> None:
-    """The gpkg_rtree_index extension: a virtual R-tree kept current by triggers.
+    """The gpkg_rtree_index extension: a virtual R-tree kept current by the six triggers
+    GeoPackage 1.3 names (insert, update1-4, delete).
 
-    The update trigger deletes then inserts (rather than the spec's INSERT OR REPLACE)
-    because an UPSERT on the feature table overrides the trigger's conflict policy.
+    Where the spec's trigger bodies use INSERT OR REPLACE, these delete then insert: an
+    UPSERT on the feature table overrides a trigger's conflict policy, so OR REPLACE
+    would fail there.
     """
     idx = f"rtree_{t}_geom"
     conn.execute(f'CREATE VIRTUAL TABLE "{idx}" USING rtree(id, minx, maxx, miny, maxy)')
     conn.execute("INSERT INTO gpkg_extensions VALUES (?, 'geom', 'gpkg_rtree_index', "
                  "'http://www.geopackage.org/spec120/#extension_rtree', 'write-only')", (t,))
-    env = ("ST_MinX(NEW.geom), ST_MaxX(NEW.geom), ST_MinY(NEW.geom), ST_MaxY(NEW.geom)")
+    env = "ST_MinX(NEW.geom), ST_MaxX(NEW.geom), ST_MinY(NEW.geom), ST_MaxY(NEW.geom)"
+    not_empty = "NEW.geom NOT NULL AND NOT ST_IsEmpty(NEW.geom)"
+    empty = "(NEW.geom IS NULL OR ST_IsEmpty(NEW.geom))"
     conn.executescript(f"""
-CREATE TRIGGER "{idx}_insert" AFTER INSERT ON "{t}" WHEN (new.geom NOT NULL)
+CREATE TRIGGER "{idx}_insert" AFTER INSERT ON "{t}" WHEN ({not_empty})
 BEGIN INSERT INTO "{idx}" VALUES (NEW.fid, {env}); END;
-CREATE TRIGGER "{idx}_update" AFTER UPDATE OF geom ON "{t}" WHEN (new.geom NOT NULL)
+CREATE TRIGGER "{idx}_update1" AFTER UPDATE OF geom ON "{t}"
+WHEN OLD.fid = NEW.fid AND {not_empty}
 BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; INSERT INTO "{idx}" VALUES (NEW.fid, {env}); END;
-CREATE TRIGGER "{idx}_delete" AFTER DELETE ON "{t}" WHEN old.geom NOT NULL
+CREATE TRIGGER "{idx}_update2" AFTER UPDATE OF geom ON "{t}"
+WHEN OLD.fid = NEW.fid AND {empty}
+BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; END;
+CREATE TRIGGER "{idx}_update3" AFTER UPDATE ON "{t}"
+WHEN OLD.fid != NEW.fid AND {not_empty}
+BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; INSERT INTO "{idx}" VALUES (NEW.fid, {env}); END;
+CREATE TRIGGER "{idx}_update4" AFTER UPDATE ON "{t}"
+WHEN OLD.fid != NEW.fid AND {empty}
+BEGIN DELETE FROM "{idx}" WHERE id IN (OLD.fid, NEW.fid); END;
+CREATE TRIGGER "{idx}_delete" AFTER DELETE ON "{t}" WHEN OLD.geom NOT NULL
 BEGIN DELETE FROM "{idx}" WHERE id = OLD.fid; END;
 """)
 
@@ -118,6 +132,9 @@ def register_functions(conn: sqlite3.Connection) -> None:
     for name, k in (("ST_MinX", 0), ("ST_MaxX", 1), ("ST_MinY", 2), ("ST_MaxY", 3)):
         conn.create_function(name, 1, lambda blob, k=k: _envelope(blob)[k] if blob else None,
                              deterministic=True)
+    conn.create_function("ST_IsEmpty", 1,
+                         lambda blob: None if blob is None else int(bool(blob[3] & 0b10000)),
+                         deterministic=True)
 
 
 def geometry_blob(geom: BaseGeometry, srs_id: int) -> bytes:

@@ -102,6 +102,8 @@ class Trainer:
     def __init__(self, cfg: TrainConfig, datasets: list[MultiLabelDataset], out: Path,
                  reporter: Reporter, init_from: Path | None = None, resume: bool = False) -> None:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
+        if cfg.patience < 1 or cfg.epochs < 1:
+            raise TileLabelError("--epochs and --patience must be at least 1")
         self.device = resolve_device(cfg.device)
         self.ctx: DistContext = init_distributed(self.device.type)
         if self.ctx.enabled and self.device.type == "cuda":
@@ -193,6 +195,7 @@ class Trainer:
         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
         if self.resume:
             state, best = load_checkpoint(ckpt, model, optimizer)
+            scaler.load_state_dict(state.pop("amp_scaler", None) or scaler.state_dict())
             if main:
                 self.reporter.log(f"resuming after epoch {state['epoch'] + 1} from {ckpt}")
         steps_per_epoch = math.ceil(len(train_view) / (cfg.batch_size * self.ctx.world_size))
@@ -233,10 +236,13 @@ class Trainer:
                      **{k: (metrics or {}).get(k) for k in METRIC_KEYS},
                      "lr": optimizer.param_groups[0]["lr"]}
             state["history"].append(entry)
-            if metrics is None:
+            no_figure = metrics is None or not np.isfinite(metrics["mAP_macro"])
+            if no_figure and state["best_map"] < 0:
+                # Nothing to choose by (no validation images, or none with a label) and no
+                # earlier figure: keep the latest epoch.
                 state.update(best_epoch=epoch)
                 best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            elif metrics["mAP_macro"] > state["best_map"]:
+            elif not no_figure and metrics["mAP_macro"] > state["best_map"]:
                 state.update(best_map=metrics["mAP_macro"], best_epoch=epoch, stale=0,
                              best_metrics={k: metrics[k] for k in METRIC_KEYS},
                              best_per_class=metrics["per_class"])
@@ -245,7 +251,8 @@ class Trainer:
                 state["stale"] += 1
             state["epoch"] = epoch
             if main:
-                save_checkpoint(ckpt, model, best, optimizer, state)
+                save_checkpoint(ckpt, model, best, optimizer,
+                                {**state, "amp_scaler": scaler.state_dict()})
                 figures = (f"  val mAP {metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  "
                            f"CF1 {metrics['CF1']:.3f}" if metrics else "")
                 self.reporter.log(

@@ -1,0 +1,80 @@
+"""All architectures trained on the UC Merced dev data with the same split, backbone and
+budget; prints OF1, CF1, mAP (validation split), CPU inference ms per tile and
+parameter counts as a Markdown table.
+
+Budget (the same for every model, sized for a 2-core CPU): EfficientNet-Lite0 with
+ImageNet weights, frozen (every model trains only its own head), 256 px, batch 32, AdamW
+lr 1e-3, cosine schedule, ``--epochs`` epochs (default 5), BCE (plus each model's own
+losses). The ResNet baseline needs ImageNet ResNet weights, which are not packaged:
+pass ``--resnet-weights FILE.safetensors`` to include it.
+
+Usage: python benchmarks/model_comparison.py [--dataset DIR] [--epochs N] [--arch NAME ...]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from engine.data.ucmerced import UCMercedMultiLabel
+from engine.models.modelfile import load_model
+from engine.progress import Reporter
+from engine.train.trainer import Trainer, TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+UCM = ROOT.parent / "shared" / "data" / "ucmerced-ml"
+RUNS = [("gap-linear", {}), ("mlgcn", {}), ("deeplift", {"variant": "agcn"}),
+        ("deeplift", {"variant": "rgcn"}), ("cma", {}), ("ms-cma", {}), ("srdl", {})]
+
+
+def inference_ms(model_dir: Path, batch: int = 16, rounds: int = 3) -> float:
+    model, spec = load_model(model_dir)
+    x = torch.randn(batch, len(spec.bands), spec.tile_px, spec.tile_px)
+    with torch.inference_mode():
+        model(x[:2])
+        start = time.perf_counter()
+        for _ in range(rounds):
+            model(x)
+    return 1000 * (time.perf_counter() - start) / (rounds * batch)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, default=UCM)
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--arch", action="append", help="only these architectures")
+    ap.add_argument("--resnet-weights", help="ImageNet ResNet-50 weights (.safetensors)")
+    args = ap.parse_args()
+    runs = [r for r in RUNS if not args.arch or r[0] in args.arch]
+    if args.resnet_weights:
+        runs.insert(1, ("resnet", {"backbone": "resnet50", "backbone_weights": args.resnet_weights}))
+    data = UCMercedMultiLabel.open(args.dataset)
+    quiet = Reporter(json_lines=True, stream=open(os.devnull, "w"))
+    rows = []
+    for arch, config in runs:
+        cfg = TrainConfig(arch=arch, epochs=args.epochs, batch_size=32, freeze_backbone=True,
+                          device="cpu", patience=args.epochs, arch_config=dict(config),
+                          backbone=config.get("backbone", "efficientnet_lite0"))
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = Trainer(cfg, [data], Path(tmp), quiet).run()
+            minutes = (time.perf_counter() - start) / 60
+            model, _ = load_model(Path(tmp))
+            params = sum(p.numel() for p in model.parameters())
+            ms = inference_ms(Path(tmp))
+        m = result["metrics"]
+        name = arch + (f" ({config['variant']})" if "variant" in config else "")
+        rows.append(f"| {name} | {m['OF1']:.3f} | {m['CF1']:.3f} | {m['mAP_macro']:.3f} | "
+                    f"{ms:.1f} | {params / 1e6:.2f} M | {minutes:.1f} |")
+        print(rows[-1], flush=True)
+    print("\n| model | OF1 | CF1 | mAP | CPU ms/tile | parameters | train min |")
+    print("|---|---|---|---|---|---|---|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
