@@ -140,7 +140,7 @@ class TileLabelDock(QDockWidget):
     def refresh_models(self, select: str | None = None) -> None:
         """Default model, the settings' model, and model versions saved beside the store."""
         found: dict[str, str] = {}
-        default = default_model_dir(self.settings, self.engine_python)
+        default = default_model_dir(self.settings)
         found[default] = self._model_title(default) if default else tr("engine's default model")
         if self.store_path:
             for spec in sorted(Path(self.store_path).parent.glob("models/*/model.json")):

@@ -82,7 +82,7 @@ class AnnotateRaster(_Algorithm):
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
         store = self.parameterAsFileOutput(parameters, "STORE", context)
         model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
-            PluginSettings.load(), None)
+            PluginSettings.load())
         job = ["annotate", raster.source(), "--out", store, "--overlap",
                str(self.parameterAsDouble(parameters, "OVERLAP", context)),
                "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
@@ -143,7 +143,7 @@ class RetrainModel(_Algorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         out = self.parameterAsString(parameters, "OUTPUT", context)
         model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
-            PluginSettings.load(), None)
+            PluginSettings.load())
         job = ["train", "--dataset", f"gpkg:{self.parameterAsFile(parameters, 'STORE', context)}",
                "--init-from", model, "--out", out, "--allow-no-val", "--epochs",
                str(self.parameterAsInt(parameters, "EPOCHS", context)),

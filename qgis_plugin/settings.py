@@ -77,7 +77,7 @@ def find_engine_python(configured: str = "") -> str | None:
     return next((c for c in engine_candidates(configured) if _can_import_engine(c)), None)
 
 
-def default_model_dir(settings: PluginSettings, engine_python: str | None) -> str:
+def default_model_dir(settings: PluginSettings) -> str:
     if settings.model_dir:
         return settings.model_dir
     repo_default = Path(__file__).resolve().parent.parent / "resources" / "models" / "default"

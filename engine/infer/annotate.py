@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +53,6 @@ class AnnotateOptions:
     s2_offset: float | None = None
     workers: int | None = None  # tile-reading threads; None: 1 on CPU, 4 on CUDA
     prefetch: int = 4
-    extra: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -118,7 +117,7 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
         _check_attention_dir(opts)
     store = AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs)
     predictor = Predictor(model, spec, device)
-    params = {k: v for k, v in asdict(opts).items() if k != "extra"}
+    params = asdict(opts)
     run_id = store.begin_run("annotate", params)
     store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
                          spec.metrics, spec.parent)

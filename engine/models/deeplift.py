@@ -24,7 +24,7 @@ from torch import nn
 
 from engine.models.backbones import build_backbone
 from engine.models.gcn import (LEAKY_SLOPE, AttentionGraphConvolution, GraphConvolution,
-                               ResidualGraphBlock, label_adjacency, label_inputs)
+                               ResidualGraphBlock, attach_label_embeddings, label_adjacency)
 from engine.models.output import ModelOutput
 
 DEEPLIFT_TAU = 0.5
@@ -96,8 +96,7 @@ class DeepLift(nn.Module):
         super().__init__()
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
         dim = self.backbone.out_channels
-        self.register_buffer("label_embeddings", label_inputs(cfg.label_embeddings, cfg.n_labels),
-                             persistent=False)  # from model.json, not the weights file
+        attach_label_embeddings(self, cfg.label_embeddings, cfg.n_labels)
         self.reembed = LabelReembedding(cfg, self.label_embeddings.shape[1], dim)
         self.channel_attention = ChannelAttention(cfg.n_labels)
         c = cfg.n_labels

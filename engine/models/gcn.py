@@ -80,6 +80,14 @@ def label_inputs(label_embeddings: list[list[float]] | None, n_labels: int) -> t
     return x
 
 
+def attach_label_embeddings(module: nn.Module, label_embeddings: list[list[float]] | None,
+                            n_labels: int) -> None:
+    """Give ``module`` a ``label_embeddings`` buffer [C, d] from model.json. Not persistent:
+    it comes with the model description, so the weights file does not repeat it."""
+    module.register_buffer("label_embeddings", label_inputs(label_embeddings, n_labels),
+                           persistent=False)
+
+
 def label_adjacency(label_graph: dict | None, n_labels: int, tau: float) -> torch.Tensor:
     """0/1 directed adjacency P(Lj|Li) >= tau from the stored label graph (no self loops)."""
     from engine.graph.label_graph import LabelGraph, thresholded_adjacency

@@ -17,7 +17,8 @@ from torch import nn
 
 from engine.graph.label_graph import mlgcn_reweighted
 from engine.models.backbones import build_backbone
-from engine.models.gcn import LEAKY_SLOPE, GraphConvolution, label_adjacency, label_inputs
+from engine.models.gcn import (LEAKY_SLOPE, GraphConvolution, attach_label_embeddings,
+                               label_adjacency)
 from engine.models.output import ModelOutput
 
 MLGCN_TAU, MLGCN_P, HIDDEN = 0.4, 0.2, 1024
@@ -40,8 +41,7 @@ class MLGCN(nn.Module):
         super().__init__()
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
         dim = self.backbone.out_channels
-        self.register_buffer("label_embeddings", label_inputs(cfg.label_embeddings, cfg.n_labels),
-                             persistent=False)  # from model.json, not the weights file
+        attach_label_embeddings(self, cfg.label_embeddings, cfg.n_labels)
         binary = label_adjacency(cfg.label_graph, cfg.n_labels, cfg.tau).numpy()
         reweighted = torch.tensor(mlgcn_reweighted(binary, cfg.p), dtype=torch.float32)
         d = reweighted.sum(1).rsqrt()

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.models.backbones import build_backbone
-from engine.models.gcn import LEAKY_SLOPE, label_inputs
+from engine.models.gcn import LEAKY_SLOPE, attach_label_embeddings
 from engine.models.output import ModelOutput
 
 TOP_K, ALPHA, ATTENTION_DIM = 3, 0.5, 512
@@ -81,8 +81,7 @@ class SRDL(nn.Module):
         self.cfg = cfg
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
         d, c = self.backbone.out_channels, cfg.n_labels
-        self.register_buffer("label_embeddings", label_inputs(cfg.label_embeddings, c),
-                             persistent=False)
+        attach_label_embeddings(self, cfg.label_embeddings, cfg.n_labels)
         e = self.label_embeddings.shape[1]
         self.adjacency = nn.Parameter(torch.randn(c, c) * 0.01)          # V, learned
         self.gnn = nn.ModuleList([nn.Linear(e, e, bias=False), nn.Linear(e, e, bias=False)])
