@@ -35,6 +35,20 @@ def stack_bands(bands: dict[str, np.ndarray], order: list[str], px: int) -> torc
     return torch.stack(planes)
 
 
+Batch = torch.Tensor | dict[str, torch.Tensor]
+
+
+def to_device(x: Batch, device: torch.device) -> Batch:
+    """Move a batch (one tensor, or a dict of tensors for multi-resolution models)."""
+    if isinstance(x, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in x.items()}
+    return x.to(device, non_blocking=True)
+
+
+def batch_len(x: Batch) -> int:
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
+
+
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     k = int(torch.randint(0, 8, (1,), generator=g))
     x = torch.rot90(x, k % 4, dims=(1, 2))

@@ -4,8 +4,12 @@ One epoch = shuffled training batches (augmented), the architecture's loss plus 
 extra losses it reports through ``model.extra_losses(output, targets)``, gradient
 clipping, then a validation pass. The learning rate follows a cosine or step schedule
 per epoch; the epoch with the best validation mAP (macro) is kept, and training stops
-early after ``patience`` epochs without improvement. A checkpoint is written after every
-epoch (``<out>/checkpoint``); ``resume=True`` continues from it exactly.
+early after ``patience`` epochs without improvement. A model that trains its parameter
+groups in turn (CM-GM's alternating schedule) has ``schedule_step(epoch, step, epochs)``,
+called before each training step to choose which of its parameters take gradients.
+Batches are one tensor, or a dict of tensors for multi-resolution models (K-Branch).
+A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
+continues from it exactly.
 
 CUDA and AMP (float16 autocast + GradScaler) are used when available; several GPUs or
 machines through torchrun (see engine.train.distributed).
@@ -34,7 +38,7 @@ from engine.models.registry import ARCHITECTURES
 from engine.progress import Reporter
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
 from engine.train.distributed import DistContext, gather, init_distributed, shutdown
-from engine.train.loader import TrainingView, band_statistics
+from engine.train.loader import TrainingView, band_statistics, batch_len, to_device
 from engine.train.losses import build_loss
 
 METRIC_KEYS = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro",
@@ -210,8 +214,11 @@ class Trainer:
             if cfg.freeze_backbone and hasattr(model, "backbone"):
                 model.backbone.eval()  # frozen means frozen batch-norm statistics too
             t0, losses = time.perf_counter(), []
+            schedule = getattr(model, "schedule_step", None)
             for step, (x, y, _) in enumerate(self._loader(train_view, True, epoch)):
-                x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+                x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
+                if schedule is not None:  # models that train parameter groups in turn
+                    schedule(epoch, step, cfg.epochs)
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                     out = net(x)
                     loss = criterion(out.logits.float(), y)
@@ -226,7 +233,7 @@ class Trainer:
                 scaler.step(optimizer)
                 scaler.update()
                 losses.append(float(loss.detach()))
-                state["images_seen"] += len(x) * self.ctx.world_size
+                state["images_seen"] += batch_len(x) * self.ctx.world_size
                 if main:
                     self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
                                            cfg.epochs * steps_per_epoch)
@@ -269,7 +276,7 @@ class Trainer:
         net.eval()
         scores, targets, index = [], [], []
         for x, y, i in self._loader(view, False, 0):
-            out = net(x.to(self.device))
+            out = net(to_device(x, self.device))
             scores.append(torch.sigmoid(out.logits.float()).cpu().numpy())
             targets.append(y.numpy())
             index.append(i.numpy())
