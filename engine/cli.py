@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "bigearthnet-v2, gpkg) and write a model directory. Several GPUs or "
                        "machines: start it with torchrun.")
     t.add_argument("--arch", default="gap-linear", help="architecture (tilelabel models list)")
-    t.add_argument("--variant", help="architecture variant (deeplift: agcn or rgcn)")
+    t.add_argument("--variant", help="architecture variant (deeplift: agcn or rgcn; cmgm: "
+                   "N-LSTM, N-R-LSTM, N-BiLSTM or N-R-BiLSTM, the default)")
     t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
                    help="training data; repeat to combine datasets with the same labels")
     t.add_argument("--out", required=True, help="model directory to write")

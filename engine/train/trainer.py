@@ -6,7 +6,8 @@ clipping, then a validation pass. The learning rate follows a cosine or step sch
 per epoch; the epoch with the best validation mAP (macro) is kept, and training stops
 early after ``patience`` epochs without improvement. A model that trains its parameter
 groups in turn (CM-GM's alternating schedule) has ``schedule_step(epoch, step, epochs)``,
-called before each training step to choose which of its parameters take gradients.
+called before each training step to choose which of its parameters take gradients,
+and may initialise itself from training images in ``prepare_from_data(images)``.
 Batches are one tensor, or a dict of tensors for multi-resolution models (K-Branch).
 A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
 continues from it exactly.
@@ -113,6 +114,7 @@ class Trainer:
         if self.ctx.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.ctx.local_rank)
         self.resume = resume
+        self.fine_tuning = init_from is not None
         parent_model, parent = (load_model(init_from) if init_from else (None, None))
         labels = _check_vocabularies(datasets, parent)
         self.train_items = _items(datasets, "train", cfg.seed)
@@ -185,9 +187,13 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.ctx.is_main
         model = self.model.to(self.device)
+        if not (self.resume or self.fine_tuning):
+            self._prepare(model)
         optimizer = self._optimizer(model)
         net = (nn.parallel.DistributedDataParallel(
-            model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+            # a model training its parameter groups in turn leaves the others unused
+            find_unused_parameters=hasattr(model, "schedule_step"))
             if self.ctx.enabled else model)
         criterion = build_loss(cfg.loss, np.stack([s.target for _, s in self.train_items])).to(self.device)
         use_amp = cfg.amp and self.device.type == "cuda"
@@ -270,6 +276,16 @@ class Trainer:
         result = self._finish(model, state) if main else {}
         shutdown(self.ctx)
         return result
+
+    def _prepare(self, model: nn.Module, n_images: int = 64) -> None:
+        """Let a model initialise itself from training images (CM-GM's channel grouping):
+        the first ``n_images`` in split order, not augmented, the same on every rank."""
+        prepare = getattr(model, "prepare_from_data", None)
+        if prepare is None:
+            return
+        view = self._view(self.train_items[:n_images], False)
+        torch.manual_seed(self.cfg.seed)
+        prepare(torch.stack([view[i][0] for i in range(len(view))]).to(self.device))
 
     @torch.no_grad()
     def validate(self, net: nn.Module, view: TrainingView) -> dict[str, Any]:

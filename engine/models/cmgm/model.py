@@ -1,0 +1,213 @@
+"""CM-GM (Li et al. 2022, "Multi-Label Aerial Image Classification via Residual
+Multi-Attention CNN-LSTM and Label Graph Mining"; shared/papers/cm-gm_li2022...).
+
+Forward pass (Figure 3):
+1. F = W1 * X: the backbone's feature map, then a 1x1 convolution to ``channels`` (with
+   batch normalisation and ReLU). "W1" in this module is the backbone and that layer.
+2. The classifier V (a linear layer on the average-pooled F) gives the CNN's label
+   scores, p_cnn. It is V of Eq. 1 and the "pre-trained CNN" of Section 3.4, trained with
+   BCE in the W1 step.
+3. RMAM (rmam.py): N parts -> maps M [B, N, h, w] and features P [B, N, c] (Eq. 2/3 by
+   the variant's N and R switches); each label takes the part V scores highest (Eq. 1).
+4. The label-graph GCN (alignment.py, Eq. 4/5) embeds the labels' text vectors; W2 maps
+   each label's part feature into that space (P' = W2 P, Eq. 15).
+5. Label sequences (sequence.py): from the most confident label by p_cnn along the
+   highest conditional probabilities; the (Bi-)LSTM runs over P' in that order and
+   scores every label.
+6. At test time the credible-label rule (sequence.credible_scores) merges p_cnn and the
+   LSTM's scores into the model's probabilities. While training, ``logits`` are V's, so
+   the trainer's BCE trains the classifier; the other losses come from ``extra_losses``.
+
+Training (Section 3.3 and 4.1.2; ``schedule_step`` is called by the trainer each step):
+- stage 1, the first ``alternating_fraction`` of the epochs (at least one): steps cycle
+  through the three groups of Section 3.3, each trained with the others fixed:
+    "features"  W1 + V: BCE (trainer) + part-label BCE (Eq. 1's response) + grouping loss
+    "grouping"  the channel-grouping FCs (and map sharpness): grouping + part-label BCE
+    "alignment" W2 + the GCN W_G: the hinge rank loss (Eq. 6)
+- stage 2, the remaining epochs: backbone, W1, grouping and W2 frozen (batch-norm
+  statistics too); the "reasoning" module (the LSTM and its label mapping) learns with
+  BCE on its scores. The paper uses SGD for stage 1 and Adam for stage 2; the trainer's
+  AdamW serves both here.
+The channel grouping is initialised from peak-response clustering of training images
+(``prepare_from_data``, called by the trainer before the first epoch).
+
+Defaults are the paper's where it gives them (tau 0.4, hidden and embedding size 512,
+credible threshold 0.4); choices where it is silent are in each module's docstring:
+N parts = number of labels, c = 512, FC hidden 128, candidate threshold 0.2.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import ModelFileError
+from engine.graph.label_graph import CMGM_TAU, LabelGraph
+from engine.models.backbones import build_backbone
+from engine.models.cmgm.alignment import (MARGIN, CrossModalAlignment, LabelGraphEncoder,
+                                          hinge_rank_loss)
+from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, grouping_loss,
+                                     peak_response_groups)
+from engine.models.cmgm.sequence import (CANDIDATE, CREDIBLE, SequencePredictor,
+                                         credible_scores, label_sequences)
+from engine.models.gcn import attach_label_embeddings, label_adjacency
+from engine.models.output import ModelOutput
+
+VARIANTS = ("N-LSTM", "N-R-LSTM", "N-BiLSTM", "N-R-BiLSTM")
+DEFAULT_VARIANT = "N-R-BiLSTM"
+PHASES = ("features", "grouping", "alignment")
+REASONING = "reasoning"
+
+
+@dataclass(frozen=True)
+class Variant:
+    normalise: bool
+    residual: bool
+    bidirectional: bool
+
+    @classmethod
+    def parse(cls, name: str) -> "Variant":
+        """'N-R-BiLSTM' -> normalise, residual, Bi-LSTM (also R-LSTM, LSTM, ... )."""
+        *switches, predictor = name.split("-")
+        if predictor not in ("LSTM", "BiLSTM") or not set(switches) <= {"N", "R"} \
+                or len(set(switches)) != len(switches):
+            raise ModelFileError(f"unknown CM-GM variant '{name}'; use one of "
+                                 f"{', '.join(VARIANTS)} (N: channel-wise normalisation, "
+                                 "R: residual attention)")
+        return cls("N" in switches, "R" in switches, predictor == "BiLSTM")
+
+
+@dataclass
+class CMGMConfig:
+    n_labels: int
+    in_bands: int = 3
+    backbone: str = "efficientnet_lite0"
+    pretrained: bool = False
+    variant: str = DEFAULT_VARIANT
+    parts: int | None = None           # N attention parts; default: one per label
+    channels: int = 512                # c, the width of F = W1 * X
+    fc_hidden: int = 128               # hidden width of each part's grouping FC
+    embed_dim: int = 512               # label-embedding size (paper: 512)
+    lstm_hidden: int = 512             # LSTM hidden size (paper: 512)
+    tau: float = CMGM_TAU              # label-graph threshold (Eq. 4)
+    margin: float = MARGIN             # hinge rank loss margin (Eq. 6)
+    credible: float = CREDIBLE
+    candidate: float = CANDIDATE
+    grouping_weight: float = 1.0
+    alternating_fraction: float = 0.5  # share of the epochs in stage 1
+    label_embeddings: list | None = None
+    label_graph: dict | None = None
+
+
+class CMGM(nn.Module):
+    def __init__(self, cfg: CMGMConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.variant = Variant.parse(cfg.variant)
+        c, n_labels = cfg.channels, cfg.n_labels
+        self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
+        self.reduce = nn.Sequential(nn.Conv2d(self.backbone.out_channels, c, 1, bias=False),
+                                    nn.BatchNorm2d(c), nn.ReLU(inplace=True))
+        self.classifier = nn.Linear(c, n_labels)                              # V
+        self.rmam = ResidualMultiAttention(c, cfg.parts or n_labels, cfg.fc_hidden,
+                                           self.variant.normalise, self.variant.residual)
+        attach_label_embeddings(self, cfg.label_embeddings, n_labels)
+        adjacency = label_adjacency(cfg.label_graph, n_labels, cfg.tau)
+        probs = torch.tensor(LabelGraph.from_json(cfg.label_graph).probs, dtype=torch.float32)
+        self.register_buffer("conditional_probs", probs, persistent=False)
+        self.gcn = LabelGraphEncoder(self.label_embeddings.shape[1], cfg.embed_dim, adjacency)
+        self.alignment = CrossModalAlignment(c, cfg.embed_dim)                # W2
+        self.predictor = SequencePredictor(cfg.embed_dim, cfg.lstm_hidden, cfg.embed_dim,
+                                           n_labels, self.variant.bidirectional)
+        self.phase: str | None = None
+        self._schedulable: set[int] | None = None
+
+    # -- forward ------------------------------------------------------------------------
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """F = W1 * X."""
+        return self.reduce(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        feats = self.features(x)
+        cnn_logits = self.classifier(feats.mean(dim=(2, 3)))
+        maps, parts = self.rmam(feats)
+        part_logits = self.classifier(parts)                                  # Eq. 1: V(P_n)
+        choice = assign_parts(part_logits)                                    # [B, C]
+        label_parts = parts.gather(1, choice[..., None].expand(-1, -1, parts.shape[-1]))
+        aligned = self.alignment(label_parts)                                 # Eq. 15
+        label_space = self.gcn(self.label_embeddings)                         # Eq. 5
+        order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
+        lstm_logits = self.predictor(aligned, order, label_space)
+        h, w = maps.shape[-2:]
+        attention = maps.gather(1, choice[..., None, None].expand(-1, -1, h, w))
+        if self.training:
+            logits = cnn_logits
+        else:
+            q = credible_scores(torch.sigmoid(cnn_logits.float()),
+                                torch.sigmoid(lstm_logits.float()),
+                                self.cfg.credible, self.cfg.candidate)
+            logits = torch.logit(q, eps=1e-6)
+        aux = {"cnn_logits": cnn_logits, "lstm_logits": lstm_logits, "maps": maps,
+               "part_logits": part_logits.amax(1), "aligned": aligned,
+               "label_space": label_space, "order": order}
+        return ModelOutput(logits=logits, attention=attention.detach(), aux=aux)
+
+    # -- training -----------------------------------------------------------------------
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters each step of the schedule trains."""
+        return {"features": [*self.backbone.parameters(), *self.reduce.parameters(),
+                             *self.classifier.parameters()],
+                "grouping": list(self.rmam.parameters()),
+                "alignment": [*self.alignment.parameters(), *self.gcn.parameters()],
+                REASONING: list(self.predictor.parameters())}
+
+    def stage_one_epochs(self, epochs: int) -> int:
+        if epochs < 2:
+            raise ModelFileError("cmgm trains in two stages (alternating W1 / grouping / W2, "
+                                 "then the LSTM predictor): use --epochs 2 or more")
+        return min(epochs - 1, max(1, math.floor(self.cfg.alternating_fraction * epochs)))
+
+    def phase_of(self, epoch: int, step: int, epochs: int) -> str:
+        return PHASES[step % 3] if epoch < self.stage_one_epochs(epochs) else REASONING
+
+    def set_phase(self, phase: str) -> None:
+        """Only ``phase``'s parameters take gradients (among those the trainer trains)."""
+        if self._schedulable is None:  # parameters the optimiser holds (not frozen ones)
+            self._schedulable = {id(p) for p in self.parameters() if p.requires_grad}
+        active = {id(p) for p in self.parameter_groups()[phase]}
+        for p in self.parameters():
+            p.requires_grad_(id(p) in active and id(p) in self._schedulable)
+        if phase == REASONING:  # frozen extractor: batch-norm statistics stay fixed
+            self.backbone.eval()
+            self.reduce.eval()
+        self.phase = phase
+
+    def schedule_step(self, epoch: int, step: int, epochs: int) -> None:
+        self.set_phase(self.phase_of(epoch, step, epochs))
+
+    def extra_losses(self, out: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The losses of the current phase (the trainer adds BCE on V's logits)."""
+        a = out.aux
+        if self.phase in ("features", "grouping"):
+            return {"grouping": self.cfg.grouping_weight * grouping_loss(a["maps"].float()),
+                    "part_bce": F.binary_cross_entropy_with_logits(
+                        a["part_logits"].float(), targets)}
+        if self.phase == "alignment":
+            return {"alignment": hinge_rank_loss(a["aligned"].float(), a["label_space"].float(),
+                                                 targets, self.cfg.margin)}
+        if self.phase == REASONING:
+            return {"lstm_bce": F.binary_cross_entropy_with_logits(
+                a["lstm_logits"].float(), targets)}
+        return {}
+
+    @torch.no_grad()
+    def prepare_from_data(self, images: torch.Tensor) -> None:
+        """Initialise the channel grouping from peak-response clustering (Section 3.1)."""
+        was_training = self.training
+        self.eval()
+        feats = self.features(images)
+        self.rmam.grouping.initialise(peak_response_groups(feats, self.rmam.kappa.numel()))
+        self.train(was_training)

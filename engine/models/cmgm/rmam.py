@@ -1,0 +1,145 @@
+"""Residual multi-attention mechanism (RMAM, CM-GM Section 3.1), built on MA-CNN's channel
+grouping (Zheng et al. 2017, "Learning Multi-Attention Convolutional Neural Network").
+
+F = [W1 * X] is the feature map [B, c, h, w]. Each of the N parts has its own two-layer FC
+(c -> hidden, tanh, -> c, sigmoid) turning the pooled features into channel weights d^n
+(MA-CNN's channel grouping); its attention map is M_n = sigmoid(kappa_n (s_n - mean(s_n)))
+with s_n = sum_j d^n_j F_j / sum_j d^n_j, the channel-weighted mean response. (MA-CNN
+writes sigmoid(sum_j d_j F_j); with hundreds of non-negative channels that saturates at 1,
+so we centre it per map and learn the sharpness kappa_n, initialised to 4.)
+
+The part feature P_n is a c-vector, pooled over the map (average pooling):
+- plain MA-CNN:                 P_n[j] = mean_xy(F_j * M_n)
+- "N", channel-normalised (Eq. 2): P_n[j] = c * d_j / sum_k d_k * mean_xy(F_j * M_n)
+  (Eq. 2's 1/sum d up to the constant c, which keeps the features' magnitude);
+- "R", residual (Eq. 3):        M_n is replaced by (1 + M_n) in the pooling.
+
+Grouping loss (MA-CNN Eq. 5-7): compactness Dis(M_n) = sum_xy m_n(x,y) ||(x,y) - t_n||^2
+around the map's peak t_n, plus lambda * diversity Div(M_n) = sum_xy m_n(x,y)
+(max_{k != n} m_k(x,y) - mrg), lambda = 2 and mrg = 0.02 as in MA-CNN; maps are
+normalised to sum 1 and coordinates to [0, 1] so the loss does not depend on the map size,
+and it is averaged over parts (MA-CNN sums them) so its weight does not grow with N.
+
+Initialisation from peak responses (Section 3.1): each channel is described by the
+coordinates of its peak response on a set of training images; k-means clusters the
+channels into N groups, and each part's FC is set to output its group's indicator
+(last layer: zero weights, bias +3 inside the group, -3 outside). MA-CNN pre-trains the
+FCs towards that indicator; setting it directly gives the same starting point.
+
+Part-to-label assignment (Eq. 1): the classifier V scores every part feature; label l
+takes the part with the highest response for l.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+KAPPA_INIT = 4.0
+DIVERSITY_WEIGHT = 2.0   # MA-CNN's lambda
+DIVERSITY_MARGIN = 0.02  # MA-CNN's mrg
+GROUP_LOGIT = 3.0
+
+
+class ChannelGrouping(nn.Module):
+    """N two-layer FCs, one per part: pooled features [B, c] -> channel weights d [B, N, c]."""
+
+    def __init__(self, channels: int, parts: int, hidden: int) -> None:
+        super().__init__()
+        self.w1 = nn.Parameter(torch.randn(parts, channels, hidden) / channels ** 0.5)
+        self.b1 = nn.Parameter(torch.zeros(parts, hidden))
+        self.w2 = nn.Parameter(torch.randn(parts, hidden, channels) / hidden ** 0.5)
+        self.b2 = nn.Parameter(torch.zeros(parts, channels))
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(torch.einsum("bc,nch->bnh", pooled, self.w1) + self.b1)
+        return torch.sigmoid(torch.einsum("bnh,nhc->bnc", h, self.w2) + self.b2)
+
+    @torch.no_grad()
+    def initialise(self, groups: torch.Tensor) -> None:
+        """Make part n output (nearly) the indicator of channel group n."""
+        one_hot = F.one_hot(groups, self.b2.shape[0]).T.float()  # [N, c]
+        self.w2.zero_()
+        self.b2.copy_(GROUP_LOGIT * (2 * one_hot - 1))
+
+
+class ResidualMultiAttention(nn.Module):
+    """Part attention maps M [B, N, h, w] and part features P [B, N, c] (Eq. 2/3)."""
+
+    def __init__(self, channels: int, parts: int, hidden: int, normalise: bool,
+                 residual: bool) -> None:
+        super().__init__()
+        self.grouping = ChannelGrouping(channels, parts, hidden)
+        self.kappa = nn.Parameter(torch.full((parts,), KAPPA_INIT))
+        self.normalise, self.residual = normalise, residual
+
+    def attention(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        s = torch.einsum("bnc,bchw->bnhw", d, feats) / d.sum(-1)[..., None, None].clamp(min=1e-6)
+        s = s - s.mean(dim=(2, 3), keepdim=True)
+        return torch.sigmoid(self.kappa[None, :, None, None] * s)
+
+    def part_features(self, feats: torch.Tensor, maps: torch.Tensor,
+                      d: torch.Tensor) -> torch.Tensor:
+        weight = 1 + maps if self.residual else maps                    # Eq. 3 vs Eq. 2
+        pooled = torch.einsum("bchw,bnhw->bnc", feats, weight) / maps[0, 0].numel()
+        if self.normalise:                                              # Eq. 2: d_j / sum d
+            pooled = pooled * d * (d.shape[-1] / d.sum(-1, keepdim=True).clamp(min=1e-6))
+        return pooled
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        d = self.grouping(feats.mean(dim=(2, 3)))
+        maps = self.attention(feats, d)
+        return maps, self.part_features(feats, maps, d)
+
+
+def assign_parts(part_logits: torch.Tensor) -> torch.Tensor:
+    """Eq. 1: for each label, the part whose feature the classifier scores highest.
+
+    part_logits [B, N, C] -> part index [B, C]."""
+    return part_logits.argmax(dim=1)
+
+
+def grouping_loss(maps: torch.Tensor, weight: float = DIVERSITY_WEIGHT,
+                  margin: float = DIVERSITY_MARGIN) -> torch.Tensor:
+    """MA-CNN's channel-grouping loss, averaged over images (module docstring)."""
+    b, n, h, w = maps.shape
+    m = maps.flatten(2)
+    m = m / m.sum(-1, keepdim=True).clamp(min=1e-8)                       # [B, N, hw]
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, h, device=maps.device),
+                            torch.linspace(0, 1, w, device=maps.device), indexing="ij")
+    coords = torch.stack([ys.flatten(), xs.flatten()], -1)              # [hw, 2]
+    peak = coords[m.argmax(-1)]                                         # [B, N, 2]
+    dist = ((coords[None, None] - peak[:, :, None]) ** 2).sum(-1)       # [B, N, hw]
+    compactness = (m * dist).sum(-1)
+    if n > 1:
+        others = m[:, None].expand(b, n, n, h * w).masked_fill(
+            torch.eye(n, dtype=torch.bool, device=maps.device)[None, :, :, None], 0.0)
+        diversity = (m * (others.amax(2) - margin)).sum(-1)
+    else:
+        diversity = torch.zeros_like(compactness)
+    return (compactness + weight * diversity).mean()
+
+
+def peak_response_groups(feats: torch.Tensor, parts: int, iterations: int = 25,
+                         seed: int = 0) -> torch.Tensor:
+    """Cluster channels by where they peak: feats [B, c, h, w] -> group id per channel [c].
+
+    Each channel's descriptor is the (y, x) of its peak on every image (in [0, 1]);
+    k-means with k-means++ seeding, deterministic for a given seed."""
+    b, c, h, w = feats.shape
+    flat = feats.detach().float().flatten(2).argmax(-1)                 # [B, c]
+    desc = torch.stack([flat // w / max(h - 1, 1), flat % w / max(w - 1, 1)], -1)
+    desc = desc.permute(1, 0, 2).reshape(c, 2 * b)                      # [c, 2B]
+    k = min(parts, c)
+    g = torch.Generator().manual_seed(seed)
+    centres = desc[torch.randint(0, c, (1,), generator=g)]
+    while len(centres) < k:
+        d2 = torch.cdist(desc, centres).amin(1) ** 2
+        probs = d2 / d2.sum() if d2.sum() > 0 else torch.full_like(d2, 1 / c)
+        centres = torch.cat([centres, desc[torch.multinomial(probs, 1, generator=g)]])
+    for _ in range(iterations):
+        groups = torch.cdist(desc, centres).argmin(1)
+        for i in range(k):
+            if (groups == i).any():
+                centres[i] = desc[groups == i].mean(0)
+    return torch.cdist(desc, centres).argmin(1)

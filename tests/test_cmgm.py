@@ -1,0 +1,264 @@
+"""CM-GM, mechanism by mechanism, on tiny inputs; then trained and used end to end."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from engine.graph.label_graph import LabelGraph, label_sequence
+from engine.models.cmgm import CMGM, CMGMConfig, Variant
+from engine.models.cmgm.alignment import hinge_rank_loss
+from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, grouping_loss,
+                                     peak_response_groups)
+from engine.models.cmgm.sequence import credible_scores, label_sequences
+from engine.models.output import ModelOutput
+
+LABELS = ["water", "ship", "dock", "trees", "buildings"]
+TABLE = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 1, 0], [0, 0, 0, 1, 1],
+                  [1, 1, 1, 0, 1], [0, 0, 0, 1, 0]])
+
+
+def tiny_cmgm(variant: str = "N-R-BiLSTM") -> CMGM:
+    torch.manual_seed(0)
+    emb = torch.nn.functional.normalize(torch.randn(len(LABELS), 12), dim=1)
+    return CMGM(CMGMConfig(n_labels=len(LABELS), variant=variant, parts=3, channels=16,
+                           fc_hidden=8, embed_dim=16, lstm_hidden=16,
+                           label_embeddings=emb.tolist(),
+                           label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
+
+
+# -- RMAM (Section 3.1) ---------------------------------------------------------------------
+@pytest.mark.parametrize("normalise,residual", [(False, False), (True, False), (True, True),
+                                                (False, True)])
+def test_n_and_r_switches_compute_part_features_as_eq2_and_eq3(normalise, residual):
+    rmam = ResidualMultiAttention(channels=4, parts=2, hidden=3, normalise=normalise,
+                                  residual=residual)
+    feats = torch.rand(1, 4, 3, 3)
+    d = torch.rand(1, 2, 4)
+    maps = torch.rand(1, 2, 3, 3)
+    got = rmam.part_features(feats, maps, d)
+    for n in range(2):
+        mask = 1 + maps[0, n] if residual else maps[0, n]                 # Eq. 3: (1 + M_n)
+        pooled = (feats[0] * mask).mean(dim=(1, 2))                       # sum_xy / hw
+        if normalise:                                                     # Eq. 2: d_j / sum d
+            pooled = pooled * d[0, n] / d[0, n].sum() * 4
+        torch.testing.assert_close(got[0, n], pooled)
+
+
+def test_part_attention_is_the_sigmoid_of_the_channel_weighted_response():
+    rmam = ResidualMultiAttention(channels=2, parts=1, hidden=2, normalise=True, residual=True)
+    feats = torch.zeros(1, 2, 2, 2)
+    feats[0, 0, 0, 0] = 4.0   # channel 0 fires top-left, channel 1 bottom-right
+    feats[0, 1, 1, 1] = 4.0
+    with torch.no_grad():
+        only_first = rmam.attention(feats, torch.tensor([[[1.0, 0.0]]]))
+        only_second = rmam.attention(feats, torch.tensor([[[0.0, 1.0]]]))
+    assert only_first[0, 0].argmax() == 0 and only_second[0, 0].argmax() == 3
+    assert float(only_first.min()) > 0 and float(only_first.max()) < 1
+
+
+def test_grouping_loss_prefers_compact_and_distinct_parts():
+    compact = torch.full((1, 2, 8, 8), 0.01)
+    compact[0, 0, 1, 1] = compact[0, 1, 6, 6] = 1.0
+    diffuse = torch.full((1, 2, 8, 8), 0.5)
+    same_place = torch.full((1, 2, 8, 8), 0.01)
+    same_place[0, :, 1, 1] = 1.0
+    assert grouping_loss(compact) < grouping_loss(diffuse)      # compactness (Dis)
+    assert grouping_loss(compact) < grouping_loss(same_place)   # diversity (Div)
+
+
+def test_peak_response_clustering_groups_channels_that_peak_together():
+    feats = torch.zeros(4, 6, 5, 5)
+    feats[:, :3, 0, 0] = 1.0   # channels 0-2 peak top-left on every image
+    feats[:, 3:, 4, 4] = 1.0   # channels 3-5 bottom-right
+    groups = peak_response_groups(feats, parts=2)
+    assert len(set(groups[:3].tolist())) == 1 and len(set(groups[3:].tolist())) == 1
+    assert groups[0] != groups[3]
+    rmam = ResidualMultiAttention(channels=6, parts=2, hidden=4, normalise=True, residual=True)
+    rmam.grouping.initialise(groups)
+    d = rmam.grouping(torch.rand(1, 6))[0]        # part -> channel weights
+    part = int(groups[0])
+    assert bool((d[part, :3] > 0.9).all()) and bool((d[part, 3:] < 0.1).all())
+
+
+def test_each_label_takes_the_part_the_classifier_scores_highest():
+    part_logits = torch.tensor([[[0.1, 2.0], [3.0, 0.5], [1.0, 1.0]]])  # [B=1, N=3, C=2]
+    assert assign_parts(part_logits).tolist() == [[1, 0]]
+
+
+def test_label_attention_is_the_map_of_its_assigned_part():
+    model = tiny_cmgm().eval()
+    with torch.no_grad():
+        x = torch.randn(2, 3, 64, 64)
+        out = model(x)
+        feats = model.features(x)
+        maps, parts = model.rmam(feats)
+        choice = assign_parts(model.classifier(parts))
+    for b in range(2):
+        for label in range(len(LABELS)):
+            torch.testing.assert_close(out.attention[b, label], maps[b, choice[b, label]])
+    assert out.logits.shape == (2, len(LABELS))
+
+
+# -- Cross-modal alignment (Section 3.3, Eq. 6) ----------------------------------------------
+def test_hinge_rank_loss_is_zero_when_the_matched_label_wins_by_the_margin():
+    g = torch.eye(3)                                    # label embeddings, orthogonal
+    aligned = torch.eye(3)[None].clone()                # label l's feature = g_l: cos 1 vs 0
+    targets = torch.tensor([[1.0, 1.0, 0.0]])
+    assert float(hinge_rank_loss(aligned, g, targets, margin=0.5)) == 0.0
+    close = aligned.clone()
+    close[0, 0] = F.normalize(torch.tensor([1.0, 0.9, 0.0]), dim=0)  # label 0 near label 1
+    loss = hinge_rank_loss(close, g, targets, margin=0.5)
+    # pair (image, label 0): a=1 gives 0.5 - 0.743 + 0.669 > 0, a=2 gives 0.5 - 0.743 < 0;
+    # pair (image, label 1) wins by more than the margin: 0. Mean over the two pairs.
+    expected = (0.5 - 1 / np.sqrt(1.81) + 0.9 / np.sqrt(1.81)) / 2
+    assert float(loss) == pytest.approx(expected, abs=1e-5)
+
+
+def test_hinge_rank_loss_without_positive_labels_is_zero():
+    assert float(hinge_rank_loss(torch.randn(2, 3, 4), torch.randn(3, 4), torch.zeros(2, 3))) == 0
+
+
+# -- Label sequences and the credible-label predictor (Section 3.4) --------------------------
+def test_label_sequence_follows_the_conditional_probabilities_of_a_hand_made_graph():
+    # P(j | i): from airplane, pavement is likelier than buildings (the paper's Figure 10b)
+    labels = ["airplane", "pavement", "buildings", "grass"]
+    probs = torch.tensor([[1.0, 0.9, 0.6, 0.1],
+                          [0.2, 1.0, 0.7, 0.3],
+                          [0.1, 0.8, 1.0, 0.5],
+                          [0.0, 0.4, 0.3, 1.0]])
+    confidence = torch.tensor([[0.95, 0.5, 0.6, 0.2],    # airplane most confident
+                               [0.1, 0.2, 0.3, 0.9]])    # grass most confident
+    order = label_sequences(confidence, probs)
+    assert [labels[i] for i in order[0]] == ["airplane", "pavement", "buildings", "grass"]
+    assert [labels[i] for i in order[1]] == ["grass", "pavement", "buildings", "airplane"]
+    for row, conf in zip(order, confidence):            # same as the graph module's version
+        assert row.tolist() == label_sequence(conf.numpy(), probs.numpy())
+
+
+def test_label_sequence_ties_go_to_the_more_confident_label():
+    probs = torch.tensor([[1.0, 0.5, 0.5], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert label_sequences(torch.tensor([[0.9, 0.2, 0.4]]), probs).tolist() == [[0, 2, 1]]
+
+
+def test_credible_labels_alone_are_positive_others_need_classifier_and_lstm_to_agree():
+    p_cnn = torch.tensor([0.45, 0.45, 0.30, 0.30, 0.10, 0.10])
+    p_lstm = torch.tensor([0.10, 0.90, 0.90, 0.10, 0.99, 0.10])
+    positive = credible_scores(p_cnn, p_lstm, credible=0.4, candidate=0.2) >= 0.5
+    # credible (> 0.4): positive whatever the LSTM says; candidate (0.2-0.4): only with the
+    # LSTM; below the candidate threshold: never, even when the LSTM is sure
+    assert positive.tolist() == [True, True, True, False, False, False]
+
+
+def test_lstm_and_bilstm_variants_differ_in_direction():
+    uni, bi = tiny_cmgm("N-R-LSTM"), tiny_cmgm("N-R-BiLSTM")
+    assert uni.predictor.backward_lstm is None and bi.predictor.backward_lstm is not None
+    feats = torch.randn(1, 4, 16)
+    order = torch.tensor([[0, 1, 2, 3]])
+    g = torch.randn(4, 16)
+    changed = feats.clone()
+    changed[0, 3] += 5.0                                   # the last label in the sequence
+    first_uni = uni.predictor(feats, order, g)[0, 0], uni.predictor(changed, order, g)[0, 0]
+    first_bi = bi.predictor(feats, order, g)[0, 0], bi.predictor(changed, order, g)[0, 0]
+    assert first_uni[0] == first_uni[1]                    # a forward LSTM cannot look ahead
+    assert first_bi[0] != first_bi[1]                      # the backward pass (Eq. 16) can
+
+
+@pytest.mark.parametrize("name,expected", [("N-LSTM", (True, False, False)),
+                                           ("N-R-LSTM", (True, True, False)),
+                                           ("N-BiLSTM", (True, False, True)),
+                                           ("N-R-BiLSTM", (True, True, True))])
+def test_variant_names_set_the_switches(name, expected):
+    v = Variant.parse(name)
+    assert (v.normalise, v.residual, v.bidirectional) == expected
+
+
+# -- The alternating schedule (Section 3.3) ---------------------------------------------------
+@pytest.mark.parametrize("phase", ["features", "grouping", "alignment", "reasoning"])
+def test_gradients_reach_only_the_parameter_group_of_the_schedule_step(phase):
+    model = tiny_cmgm()
+    model.train()
+    model.set_phase(phase)
+    x = torch.randn(3, 3, 64, 64)
+    y = torch.tensor(TABLE[:3], dtype=torch.float32)
+    out: ModelOutput = model(x)
+    loss = F.binary_cross_entropy_with_logits(out.logits, y) + sum(
+        model.extra_losses(out, y).values())
+    loss.backward()
+    groups = model.parameter_groups()
+    for name, params in groups.items():
+        got = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params]
+        if name == phase:
+            assert sum(got) >= 0.5 * len(got), f"{phase}: its own parameters got no gradient"
+        else:
+            assert not any(got), f"{phase} step reached the {name} parameters"
+
+
+def test_schedule_alternates_then_trains_the_reasoning_module():
+    model = tiny_cmgm()
+    phases = [model.phase_of(epoch, step, epochs=4) for epoch in range(4) for step in range(3)]
+    assert phases[:6] == ["features", "grouping", "alignment"] * 2
+    assert phases[6:] == ["reasoning"] * 6
+
+
+def test_frozen_backbone_stays_frozen_in_every_phase():
+    model = tiny_cmgm()
+    model.backbone.requires_grad_(False)
+    for phase in ("features", "grouping", "alignment", "reasoning"):
+        model.set_phase(phase)
+        assert not any(p.requires_grad for p in model.backbone.parameters())
+
+
+# -- End to end -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from engine.cli import main
+    from conftest import DATA
+
+    out = tmp_path_factory.mktemp("cmgm") / "model"
+    code = main(["train", "--arch", "cmgm", "--variant", "N-R-BiLSTM", "--dataset",
+                 f"ucmerced:{DATA / 'ucmerced_mini'}", "--out", str(out), "--epochs", "2",
+                 "--image-size", "64", "--batch-size", "16", "--freeze-backbone",
+                 "--json-progress"])
+    assert code == 0
+    return out
+
+
+def test_cmgm_trains_through_the_cli_and_records_its_variant(trained):
+    spec = json.loads((trained / "model.json").read_text())
+    assert spec["arch"] == "cmgm" and spec["arch_config"]["variant"] == "N-R-BiLSTM"
+    losses = [e["loss"] for e in spec["training"]["history"]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert spec["metrics"]["val"]["n_images"] > 0
+
+
+def test_cmgm_annotates_with_per_label_attention(trained, tmp_path, run_cli):
+    import rasterio
+    from conftest import SAMPLE
+
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "s.gpkg", "--model", trained,
+                  "--allow-gsd-mismatch")
+    assert res.code == 0, res.err
+    attention = next((tmp_path / "s_attention").glob("*.tif"))
+    with rasterio.open(attention) as ds:
+        assert ds.count == 17 and ds.descriptions[0] == "airplane"
+
+
+def test_unknown_variant_is_refused_with_the_choices(tmp_path, run_cli):
+    from conftest import DATA
+
+    res = run_cli("train", "--arch", "cmgm", "--variant", "X-GRU", "--dataset",
+                  f"ucmerced:{DATA / 'ucmerced_mini'}", "--out", tmp_path / "m", "--epochs", "2")
+    assert res.code == 2
+    assert "N-R-BiLSTM" in res.err and not (tmp_path / "m" / "model.json").exists()
+
+
+def test_single_epoch_training_is_refused_because_cmgm_has_two_stages(tmp_path, run_cli):
+    from conftest import DATA
+
+    res = run_cli("train", "--arch", "cmgm", "--dataset", f"ucmerced:{DATA / 'ucmerced_mini'}",
+                  "--out", tmp_path / "m", "--epochs", "1", "--image-size", "64")
+    assert res.code == 2 and "--epochs 2" in res.err
