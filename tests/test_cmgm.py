@@ -189,9 +189,10 @@ def test_gradients_reach_only_the_parameter_group_of_the_schedule_step(phase):
         model.extra_losses(out, y).values())
     loss.backward()
     groups = model.parameter_groups()
+    trained = {phase, "classifier"}  # V, the CNN predictor, learns in every step
     for name, params in groups.items():
         got = [p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params]
-        if name == phase:
+        if name in trained:
             assert sum(got) >= 0.5 * len(got), f"{phase}: its own parameters got no gradient"
         else:
             assert not any(got), f"{phase} step reached the {name} parameters"
@@ -200,7 +201,7 @@ def test_gradients_reach_only_the_parameter_group_of_the_schedule_step(phase):
 def test_schedule_alternates_then_trains_the_reasoning_module():
     model = tiny_cmgm()
     phases = [model.phase_of(epoch, step, epochs=4) for epoch in range(4) for step in range(3)]
-    assert phases[:6] == ["features", "grouping", "alignment"] * 2
+    assert phases[:6] == ["features", "grouping", "alignment"] * 2   # 60 % of 4 epochs
     assert phases[6:] == ["reasoning"] * 6
 
 

@@ -75,14 +75,31 @@ class TrainConfig:
     arch_config: dict[str, Any] = field(default_factory=dict)
 
 
-def learning_rate_factor(cfg: TrainConfig, epoch: int) -> float:
+def learning_rate_factor(cfg: TrainConfig, epoch: int, epochs: int | None = None) -> float:
+    """The schedule's factor at ``epoch`` of a run (or stage) of ``epochs`` epochs."""
+    epochs = cfg.epochs if epochs is None else epochs
     if cfg.schedule == "cosine":
-        return 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
+        return 0.5 * (1 + math.cos(math.pi * epoch / max(epochs, 1)))
     if cfg.schedule == "step":
         return cfg.step_gamma ** (epoch // max(cfg.step_every, 1))
     if cfg.schedule == "constant":
         return 1.0
     raise TileLabelError(f"unknown schedule '{cfg.schedule}'; use cosine, step or constant")
+
+
+def stage_of(model: nn.Module, epoch: int, epochs: int) -> tuple[int, int, bool]:
+    """(first epoch, length, is the last stage) of the training stage holding ``epoch``.
+
+    Most models train in one stage. A model with ``training_stages(epochs)`` (a list of
+    epoch counts; CM-GM: alternating stage, then the LSTM predictor) restarts the learning
+    rate schedule at each stage, and only epochs of its last stage can be kept as best."""
+    stages = model.training_stages(epochs) if hasattr(model, "training_stages") else [epochs]
+    start = 0
+    for i, length in enumerate(stages):
+        if epoch < start + length:
+            return start, length, i == len(stages) - 1
+        start += length
+    return start, 0, True
 
 
 def _items(datasets: list[MultiLabelDataset], split: str, seed: int) -> list[tuple[MultiLabelDataset, Sample]]:
@@ -214,8 +231,9 @@ class Trainer:
                 break
             torch.manual_seed(cfg.seed * 104_729 + epoch)
             train_view.epoch = epoch
+            start, length, last_stage = stage_of(model, epoch, cfg.epochs)
             for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * learning_rate_factor(cfg, epoch)
+                g["lr"] = g["base_lr"] * learning_rate_factor(cfg, epoch - start, length)
             model.train()
             if cfg.freeze_backbone and hasattr(model, "backbone"):
                 model.backbone.eval()  # frozen means frozen batch-norm statistics too
@@ -250,7 +268,9 @@ class Trainer:
                      "lr": optimizer.param_groups[0]["lr"]}
             state["history"].append(entry)
             no_figure = metrics is None or not np.isfinite(metrics["mAP_macro"])
-            if no_figure and state["best_map"] < 0:
+            if not last_stage:
+                pass  # an earlier stage's model is not finished: nothing to keep yet
+            elif no_figure and state["best_map"] < 0:
                 # Nothing to choose by (no validation images, or none with a label) and no
                 # earlier figure: keep the latest epoch.
                 state.update(best_epoch=epoch)

@@ -21,13 +21,16 @@ Forward pass (Figure 3):
 Training (Section 3.3 and 4.1.2; ``schedule_step`` is called by the trainer each step):
 - stage 1, the first ``alternating_fraction`` of the epochs (at least one): steps cycle
   through the three groups of Section 3.3, each trained with the others fixed:
-    "features"  W1 + V: BCE (trainer) + part-label BCE (Eq. 1's response) + grouping loss
+    "features"  W1: BCE (trainer) + part-label BCE (Eq. 1's response) + grouping loss
     "grouping"  the channel-grouping FCs (and map sharpness): grouping + part-label BCE
     "alignment" W2 + the GCN W_G: the hinge rank loss (Eq. 6)
-- stage 2, the remaining epochs: backbone, W1, grouping and W2 frozen (batch-norm
-  statistics too); the "reasoning" module (the LSTM and its label mapping) learns with
-  BCE on its scores. The paper uses SGD for stage 1 and Adam for stage 2; the trainer's
-  AdamW serves both here.
+  The classifier V is the paper's separately "pre-trained CNN" predictor, not one of the
+  three alternating groups: it learns from the trainer's BCE in every step.
+- stage 2, the remaining epochs: the convolutional layers (backbone, W1), grouping and
+  W2 frozen (batch-norm statistics too); the "reasoning" module (the LSTM and its label
+  mapping, with the classifier V) learns with BCE on its scores. The paper uses SGD for stage 1 and a fresh Adam run for stage 2; here
+  the trainer's AdamW serves both, its learning-rate schedule restarting at stage 2
+  (``training_stages``), and only stage-2 epochs can be kept as the best model.
 The channel grouping is initialised from peak-response clustering of training images
 (``prepare_from_data``, called by the trainer before the first epoch).
 
@@ -97,7 +100,7 @@ class CMGMConfig:
     credible: float = CREDIBLE
     candidate: float = CANDIDATE
     grouping_weight: float = 1.0
-    alternating_fraction: float = 0.5  # share of the epochs in stage 1
+    alternating_fraction: float = 0.6  # share of the epochs in stage 1
     label_embeddings: list | None = None
     label_graph: dict | None = None
 
@@ -158,10 +161,10 @@ class CMGM(nn.Module):
     # -- training -----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """The parameters each step of the schedule trains."""
-        return {"features": [*self.backbone.parameters(), *self.reduce.parameters(),
-                             *self.classifier.parameters()],
+        return {"features": [*self.backbone.parameters(), *self.reduce.parameters()],
                 "grouping": list(self.rmam.parameters()),
                 "alignment": [*self.alignment.parameters(), *self.gcn.parameters()],
+                "classifier": list(self.classifier.parameters()),
                 REASONING: list(self.predictor.parameters())}
 
     def stage_one_epochs(self, epochs: int) -> int:
@@ -170,6 +173,12 @@ class CMGM(nn.Module):
                                  "then the LSTM predictor): use --epochs 2 or more")
         return min(epochs - 1, max(1, math.floor(self.cfg.alternating_fraction * epochs)))
 
+    def training_stages(self, epochs: int) -> list[int]:
+        """Epochs of stage 1 and stage 2: the trainer restarts the learning-rate schedule
+        for stage 2 (the paper's fresh Adam run) and keeps the best epoch of stage 2."""
+        first = self.stage_one_epochs(epochs)
+        return [first, epochs - first]
+
     def phase_of(self, epoch: int, step: int, epochs: int) -> str:
         return PHASES[step % 3] if epoch < self.stage_one_epochs(epochs) else REASONING
 
@@ -177,7 +186,9 @@ class CMGM(nn.Module):
         """Only ``phase``'s parameters take gradients (among those the trainer trains)."""
         if self._schedulable is None:  # parameters the optimiser holds (not frozen ones)
             self._schedulable = {id(p) for p in self.parameters() if p.requires_grad}
-        active = {id(p) for p in self.parameter_groups()[phase]}
+        groups = self.parameter_groups()
+        active = {id(p) for p in groups[phase]}
+        active |= {id(p) for p in groups["classifier"]}  # V learns in every step
         for p in self.parameters():
             p.requires_grad_(id(p) in active and id(p) in self._schedulable)
         if phase == REASONING:  # frozen extractor: batch-norm statistics stay fixed

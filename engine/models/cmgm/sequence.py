@@ -15,10 +15,12 @@
   confidence (above the candidate threshold, 0.2 by default: the paper does not give this
   lower value) is positive only when the LSTM also predicts it (p_lstm >= 0.5); any other
   label is negative. The rule is encoded as one probability per label, >= 0.5 exactly for
-  the positives, ordered so that ranking metrics see a sensible order:
-    credible:          0.5 + 0.5 (p_cnn - t_c) / (1 - t_c)
-    candidate:         min(p_lstm, 0.5 + 0.5 p_cnn)
-    neither:           0.5 sqrt(p_cnn / t_p * p_lstm)  (< 0.5)
+  the positives; credible labels rank above confirmed candidates, and the negatives are
+  ordered mostly by the classifier (so ranking metrics such as mAP see its order):
+    credible:              0.75 + 0.25 (p_cnn - t_c) / (1 - t_c)             in (0.75, 1]
+    candidate, confirmed:  0.5 + 0.125 ((p_cnn - t_p) / (t_c - t_p)
+                                        + (p_lstm - 0.5) / 0.5)             in [0.5, 0.75]
+    any other label:       0.5 (p_cnn / t_c) (0.5 + 0.5 p_lstm)              < 0.5
 """
 from __future__ import annotations
 
@@ -109,8 +111,9 @@ class SequencePredictor(nn.Module):
 def credible_scores(p_cnn: torch.Tensor, p_lstm: torch.Tensor, credible: float = CREDIBLE,
                     candidate: float = CANDIDATE) -> torch.Tensor:
     """The credible-label rule as probabilities (module docstring)."""
-    credible_q = 0.5 + 0.5 * (p_cnn - credible) / (1 - credible)
-    candidate_q = torch.minimum(p_lstm, 0.5 + 0.5 * p_cnn)
-    other_q = 0.5 * torch.sqrt((p_cnn / candidate).clamp(0, 1) * p_lstm.clamp(0, 0.999))
-    return torch.where(p_cnn > credible, credible_q,
-                       torch.where(p_cnn > candidate, candidate_q, other_q))
+    credible_q = 0.75 + 0.25 * (p_cnn - credible) / (1 - credible)
+    confirmed_q = 0.5 + 0.125 * ((p_cnn - candidate) / (credible - candidate)
+                                 + (p_lstm - LSTM_POSITIVE) / (1 - LSTM_POSITIVE))
+    other_q = 0.5 * (p_cnn / credible).clamp(0, 1) * (0.5 + 0.5 * p_lstm.clamp(0, 0.999))
+    confirmed = (p_cnn > candidate) & (p_lstm >= LSTM_POSITIVE)
+    return torch.where(p_cnn > credible, credible_q, torch.where(confirmed, confirmed_q, other_q))
