@@ -5,7 +5,7 @@ DEMO    := out/demo/gorinchem.gpkg
 UCM     ?= ../shared/data/ucmerced-ml
 export QT_QPA_PLATFORM ?= offscreen
 
-.PHONY: setup demo test plugin screenshots default-model benchmarks clean
+.PHONY: setup demo test plugin screenshots default-model benchmarks model-benchmarks clean
 
 setup:
 	@bash scripts/setup.sh
@@ -37,6 +37,12 @@ benchmarks: setup
 	$(PY) benchmarks/annotate_memory.py
 	$(PY) benchmarks/default_model_accuracy.py
 	$(PY) benchmarks/train_throughput.py
+
+# The paper models trained on real data (about 1.5 hours on a 2-core CPU).
+model-benchmarks: setup
+	$(PY) benchmarks/model_comparison.py
+	$(PY) benchmarks/cmgm_ablation.py
+	$(PY) benchmarks/cmgm_attention_figures.py
 
 clean:
 	rm -rf out .pytest_cache

@@ -28,7 +28,8 @@ from engine.train.trainer import Trainer, TrainConfig
 ROOT = Path(__file__).resolve().parents[1]
 UCM = ROOT.parent / "shared" / "data" / "ucmerced-ml"
 RUNS = [("gap-linear", {}), ("mlgcn", {}), ("deeplift", {"variant": "agcn"}),
-        ("deeplift", {"variant": "rgcn"}), ("cma", {}), ("ms-cma", {}), ("srdl", {})]
+        ("deeplift", {"variant": "rgcn"}), ("cma", {}), ("ms-cma", {}), ("srdl", {}),
+        ("cmgm", {"variant": "N-R-BiLSTM"})]
 
 
 def inference_ms(model_dir: Path, batch: int = 16, rounds: int = 3) -> float:

@@ -233,6 +233,10 @@ def test_cmgm_trains_through_the_cli_and_records_its_variant(trained):
     assert spec["arch"] == "cmgm" and spec["arch_config"]["variant"] == "N-R-BiLSTM"
     losses = [e["loss"] for e in spec["training"]["history"]]
     assert len(losses) == 2 and all(np.isfinite(losses))
+    # epoch 1 is the alternating stage, epoch 2 the predictor's: only the finished model
+    # (stage 2) can be kept, and its learning rate restarts at the top of the schedule
+    assert spec["training"]["best_epoch"] == 1
+    assert spec["training"]["history"][1]["lr"] == pytest.approx(1e-3)
     assert spec["metrics"]["val"]["n_images"] > 0
 
 

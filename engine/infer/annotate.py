@@ -4,6 +4,10 @@ Everything that can be wrong with the input (model, raster, bands, resolution, e
 store) is checked before the store is touched. Tiles are then streamed: worker threads
 read batches ahead while the model predicts, and each batch is committed to the store
 in its own transaction, so an interrupted job keeps every batch written before.
+
+Multi-resolution models (K-Branch, ``band_groups`` in model.json) read each band group at
+its own pixel size, from one stacked raster or from a folder of band files at different
+resolutions (engine/infer/multires.py); ``raster`` may then name that folder.
 """
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ from pathlib import Path
 import numpy as np
 from rasterio.windows import Window, bounds as window_bounds
 
+from engine.data.band_groups import band_groups, check_groups
 from engine.data.bands import match_bands
 from engine.data.raster import RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
-from engine.errors import JobInterrupted, StoreError
+from engine.errors import JobInterrupted, RasterError, StoreError
 from engine.infer.attention_writer import AttentionWriter
+from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources,
+                                   reference_raster, stacked_sources)
 from engine.infer.predictor import Predictor, resolve_device
 from engine.infer.tile_reader import TileReader, prefetched_batches
 from engine.models.modelfile import ModelSpec, load_model
@@ -60,13 +67,17 @@ class AnnotatePlan:
     """What the job will do, worked out before anything is written."""
 
     spec: ModelSpec
-    info: RasterInfo
-    band_indexes: list[int]
+    info: RasterInfo          # the raster tiles are cut on (the finest band file of a folder)
+    band_indexes: list[int]   # single-resolution models: raster band per model band
     grid: TileGrid
     window: Window
+    sources: list[BandSource] | None = None  # multi-resolution models: file and band per band
 
 
 def plan_annotation(opts: AnnotateOptions, spec: ModelSpec, reporter: Reporter) -> AnnotatePlan:
+    groups = band_groups(spec.arch_config)
+    if groups is not None or Path(opts.raster).is_dir():
+        return _plan_multires(opts, spec, reporter)
     info = open_raster(opts.raster)
     match = match_bands(spec.bands, info.descriptions, info.colorinterp, opts.bands)
     if match.assumed_order:
@@ -77,6 +88,33 @@ def plan_annotation(opts: AnnotateOptions, spec: ModelSpec, reporter: Reporter) 
     window = extent_window(info, opts.extent, opts.extent_crs)
     grid = tile_grid(info, window, spec.gsd_m, spec.tile_px, opts.overlap)
     return AnnotatePlan(spec, info, match.indexes, grid, window)
+
+
+def _plan_multires(opts: AnnotateOptions, spec: ModelSpec, reporter: Reporter) -> AnnotatePlan:
+    """Plan for a model reading band groups at their native resolutions."""
+    groups = band_groups(spec.arch_config)
+    if groups is None:
+        raise RasterError(f"{opts.raster} is a folder of band files, which only a "
+                          f"multi-resolution model (kbranch) reads; model {spec.model_id} "
+                          f"({spec.arch}) needs one raster: stack the bands first, e.g. "
+                          "gdalbuildvrt -separate stack.vrt B*.tif")
+    check_groups(groups, spec.bands, spec.tile_px, spec.gsd_m)
+    if Path(opts.raster).is_dir():
+        if opts.bands:
+            raise RasterError("--bands maps the bands of one raster; the files of a folder "
+                              "are matched by band name (description or B05-style file name)")
+        sources = folder_sources(Path(opts.raster), spec.bands)
+    else:
+        sources, assumed = stacked_sources(open_raster(opts.raster), spec.bands, opts.bands)
+        if assumed:
+            reporter.log(f"the raster does not name its bands; assuming bands "
+                         f"{','.join(str(s.index) for s in sources)} are "
+                         f"{', '.join(spec.bands)} (use --bands to change)", "warning")
+    info = reference_raster(sources)
+    check_resolution(info, groups[0].gsd_m, opts.allow_gsd_mismatch)
+    window = extent_window(info, opts.extent, opts.extent_crs)
+    grid = tile_grid(info, window, spec.gsd_m, spec.tile_px, opts.overlap)
+    return AnnotatePlan(spec, info, [], grid, window, sources)
 
 
 def raster_key(path: str) -> str:
@@ -152,6 +190,16 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
     return result
 
 
+def _reader(opts: AnnotateOptions, plan: AnnotatePlan) -> TileReader | GroupedTileReader:
+    spec, info = plan.spec, plan.info
+    if plan.sources is not None:
+        return GroupedTileReader(info, band_groups(spec.arch_config), plan.sources, spec.bands,
+                                 spec.mean, spec.std, opts.s2_offset)
+    return TileReader(info, plan.band_indexes,
+                      pixel_scaling(info, plan.band_indexes, spec.bands, opts.s2_offset),
+                      spec.mean, spec.std, spec.tile_px)
+
+
 def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
             store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
             reporter: Reporter) -> bool:
@@ -159,9 +207,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
     info, grid, spec = plan.info, plan.grid, plan.spec
     key = raster_key(info.path)
     source = info.path if info.path.startswith("/vsi") else str(Path(info.path).resolve())
-    reader = TileReader(info, plan.band_indexes,
-                        pixel_scaling(info, plan.band_indexes, spec.bands, opts.s2_offset),
-                        spec.mean, spec.std, spec.tile_px)
+    reader = _reader(opts, plan)
     gsd = float(np.mean(info.ground_resolution_m()))
     writer: AttentionWriter | None = None
     done, total = 0, len(grid)
@@ -173,7 +219,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
             keep = np.nonzero(batch.valid_fraction > 0)[0]
             counters["skipped"] += len(batch.tiles) - len(keep)
             if len(keep):
-                probs, att = predictor(batch.pixels[keep])
+                probs, att = predictor(batch.take(keep))
                 labels = predictor.labels_of(probs)
                 records = []
                 for row, k in enumerate(keep):

@@ -33,8 +33,13 @@ class Predictor:
         self.thresholds = np.asarray(spec.label_thresholds(), np.float32)
 
     @torch.inference_mode()
-    def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        x = torch.from_numpy(batch).to(self.device, non_blocking=True)
+    def __call__(self, batch: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """``batch``: [B, bands, px, px], or for multi-resolution models a dict group name
+        -> [B, n_bands, px_g, px_g]."""
+        if isinstance(batch, dict):
+            x = {k: torch.from_numpy(v).to(self.device, non_blocking=True) for k, v in batch.items()}
+        else:
+            x = torch.from_numpy(batch).to(self.device, non_blocking=True)
         amp = (torch.autocast("cuda", dtype=torch.float16) if self.device.type == "cuda"
                else nullcontext())
         with amp:

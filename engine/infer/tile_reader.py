@@ -28,8 +28,16 @@ from engine.errors import RasterError
 @dataclass
 class TileBatch:
     tiles: list[Tile]
-    pixels: np.ndarray          # [B, bands, tile_px, tile_px] float32, normalised
+    # [B, bands, tile_px, tile_px] float32, normalised; for multi-resolution models a dict
+    # group name -> [B, n_bands, px_g, px_g] (engine/infer/multires.py)
+    pixels: np.ndarray | dict[str, np.ndarray]
     valid_fraction: np.ndarray  # [B] share of the tile holding real (not nodata/pad) data
+
+    def take(self, rows: np.ndarray) -> np.ndarray | dict[str, np.ndarray]:
+        """The pixels of the tiles at ``rows`` (either layout)."""
+        if isinstance(self.pixels, dict):
+            return {k: v[rows] for k, v in self.pixels.items()}
+        return self.pixels[rows]
 
 
 class TileReader:

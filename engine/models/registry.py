@@ -89,6 +89,32 @@ def _srdl(r: BuildRequest) -> nn.Module:
                            label_embeddings=r.label_embeddings))
 
 
+def _cmgm(r: BuildRequest) -> nn.Module:
+    from engine.models.cmgm import CMGM, DEFAULT_VARIANT, CMGMConfig
+
+    numeric = {k: r.arch_config[k] for k in ("parts", "channels", "embed_dim", "lstm_hidden",
+                                             "fc_hidden", "tau", "credible", "candidate")
+               if k in r.arch_config}
+    return CMGM(CMGMConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
+                           backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
+                           variant=r.arch_config.get("variant", DEFAULT_VARIANT),
+                           label_embeddings=r.label_embeddings, label_graph=r.label_graph,
+                           **numeric))
+
+
+def _kbranch(r: BuildRequest) -> nn.Module:
+    from engine.data.band_groups import band_groups
+    from engine.models.kbranch import PATCHES, BranchInput, KBranch, KBranchConfig
+
+    groups = band_groups(r.arch_config)
+    if groups is None:
+        raise ModelFileError("a kbranch model needs 'band_groups' in arch_config (written by "
+                             "'tilelabel train --arch kbranch'); this model.json has none")
+    return KBranch(KBranchConfig(
+        n_labels=r.n_labels, patches=int(r.arch_config.get("patches", PATCHES)),
+        groups=[BranchInput(g.name, g.gsd_m, len(g.bands), g.px) for g in groups]))
+
+
 ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("gap-linear",
                  "baseline: backbone + global average pooling + linear head; CAM attention",
@@ -113,6 +139,16 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
                  "GNN-contextualised label embeddings; object erasing while training",
                  "Pu et al. 2022, Semantic Representation and Dependency Learning "
                  "(shared/papers/srdl_pu2022...)", _srdl, needs_label_embeddings=True),
+    Architecture("kbranch", "K-Branch CNN-RNN: one CNN per Sentinel-2 resolution (10/20/60 m, "
+                 "native pixels) on 16 patches, Bi-LSTM, patch multi-attention",
+                 "Sumbul & Demir 2019, A CNN-RNN Framework with a Novel Patch-Based "
+                 "Multi-Attention Mechanism (shared/papers/kbranch-cnn-rnn_sumbul2019...)",
+                 _kbranch),
+    Architecture("cmgm", "residual multi-attention parts aligned with label-graph GCN "
+                 "embeddings, Bi-LSTM credible-label predictor (variant: N-LSTM, N-R-LSTM, "
+                 "N-BiLSTM, N-R-BiLSTM)", "Li et al. 2022, CM-GM: residual multi-attention "
+                 "CNN-LSTM and label graph mining (shared/papers/cm-gm_li2022...)", _cmgm,
+                 needs_label_embeddings=True),
 )}
 
 

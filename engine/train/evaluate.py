@@ -8,13 +8,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from engine.data.band_groups import band_groups
 from engine.data.datasets import open_dataset
 from engine.errors import TileLabelError
 from engine.infer.predictor import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import load_model
 from engine.progress import Reporter
-from engine.train.loader import TrainingView
+from engine.train.loader import TrainingView, batch_len, to_device
 
 
 def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Reporter,
@@ -38,12 +39,12 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
     dev = resolve_device(device)
     model = model.to(dev).eval()
     view = TrainingView([(dataset, s) for s in samples], spec.bands, spec.tile_px, spec.mean,
-                        spec.std, train=False)
+                        spec.std, train=False, groups=band_groups(spec.arch_config))
     scores, done = [], 0
     with torch.inference_mode():
         for x, _, _ in DataLoader(view, batch_size=batch_size):
-            scores.append(torch.sigmoid(model(x.to(dev)).logits.float()).cpu().numpy())
-            done += len(x)
+            scores.append(torch.sigmoid(model(to_device(x, dev)).logits.float()).cpu().numpy())
+            done += batch_len(x)
             reporter.progress("evaluate", done, len(samples))
     metrics = multilabel_metrics(np.concatenate(scores), dataset.targets(samples),
                                  np.asarray(spec.label_thresholds()), spec.labels)

@@ -1,9 +1,18 @@
 """Turning dataset samples into normalised training tensors.
 
-Bands are stacked in the model's order, each resampled (bilinear) to ``image_px``: the
-stacking step of every single-resolution model. Training augmentation suits overhead
-imagery, which has no "up": a random one of the 8 flips/90-degree rotations, then a
-random scale jitter (a centred-or-shifted crop of 80-100 % of the side, resized back).
+Single-resolution models: bands are stacked in the model's order, each resampled
+(bilinear) to ``image_px``. Training augmentation suits overhead imagery, which has no
+"up": a random one of the 8 flips/90-degree rotations, then a random scale jitter (a
+centred-or-shifted crop of 80-100 % of the side, resized back).
+
+Multi-resolution models (``band_groups`` in arch_config, K-Branch): a sample is a dict
+group name -> [n_bands, px_g, px_g], every band at its group's native pixel size. A band
+already at that size is used as it is (BigEarthNet); a band on a finer grid that is a
+whole multiple of it (tiles exported from a store) is averaged down to it; anything else
+is refused, never interpolated. Augmentation applies the same flip/rotation to every
+group and no scale jitter (which would resample each group and could not keep a 60 m
+group aligned with the 10 m one to the pixel).
+
 Normalisation uses per-band mean/std measured on the training split.
 """
 from __future__ import annotations
@@ -13,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from engine.data.band_groups import BandGroup
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 
@@ -35,6 +45,32 @@ def stack_bands(bands: dict[str, np.ndarray], order: list[str], px: int) -> torc
     return torch.stack(planes)
 
 
+def native_band(array: np.ndarray, name: str, px: int) -> torch.Tensor:
+    """[px, px] float32 of one band at its native pixel size, without interpolation: as it
+    is when already px x px, averaged over whole blocks when on a k-times finer grid."""
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32))
+    h, w = t.shape
+    if (h, w) == (px, px):
+        return t
+    if h == w and h > px and h % px == 0:
+        return F.avg_pool2d(t[None, None], h // px)[0, 0]
+    raise TileLabelError(f"band '{name}' is {w} x {h} px but the model reads it at its native "
+                         f"{px} x {px} px; use data at the model's resolution (e.g. whole "
+                         "BigEarthNet patches) and leave --image-size unset")
+
+
+def stack_groups(bands: dict[str, np.ndarray], groups: list[BandGroup]) -> dict[str, torch.Tensor]:
+    """Group name -> [n_bands, px, px]: each group's bands at its native pixel size."""
+    out = {}
+    for g in groups:
+        missing = [b for b in g.bands if b not in bands]
+        if missing:
+            raise TileLabelError(f"the dataset has no band(s) {', '.join(missing)} that the "
+                                 f"model needs (it has {', '.join(bands)})")
+        out[g.name] = torch.stack([native_band(bands[b], b, g.px) for b in g.bands])
+    return out
+
+
 Batch = torch.Tensor | dict[str, torch.Tensor]
 
 
@@ -49,11 +85,21 @@ def batch_len(x: Batch) -> int:
     return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 flips/90-degree rotations of [n, H, W]."""
+    x = torch.rot90(x, k % 4, dims=(1, 2))
+    return torch.flip(x, dims=(2,)) if k >= 4 else x
+
+
+def augment_groups(x: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, torch.Tensor]:
+    """The same random flip/rotation for every group; no resampling."""
+    k = int(torch.randint(0, 8, (1,), generator=g))
+    return {name: dihedral(t, k) for name, t in x.items()}
+
+
 def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     k = int(torch.randint(0, 8, (1,), generator=g))
-    x = torch.rot90(x, k % 4, dims=(1, 2))
-    if k >= 4:
-        x = torch.flip(x, dims=(2,))
+    x = dihedral(x, k)
     px = x.shape[-1]
     scale = float(torch.empty(1).uniform_(*SCALE_JITTER, generator=g))
     side = max(8, round(px * scale))
@@ -65,33 +111,59 @@ def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 
 def band_statistics(dataset: MultiLabelDataset, samples: list[Sample], bands: list[str],
-                    px: int) -> tuple[list[float], list[float]]:
-    """Per-band mean and std over (up to 256 evenly spaced) training samples."""
+                    px: int, groups: list[BandGroup] | None = None) -> tuple[list[float], list[float]]:
+    """Per-band mean and std over (up to 256 evenly spaced) training samples, in ``bands``
+    order; with ``groups``, each band measured at its native pixel size."""
     step = max(1, len(samples) // STATS_SAMPLES)
-    stack = torch.stack([stack_bands(dataset.read(s), bands, px) for s in samples[::step]])
-    mean = stack.mean(dim=(0, 2, 3))
-    std = stack.std(dim=(0, 2, 3)).clamp(min=1e-4)
-    return [float(v) for v in mean], [float(v) for v in std]
+    chosen = samples[::step]
+    if groups is None:
+        stack = torch.stack([stack_bands(dataset.read(s), bands, px) for s in chosen])
+        mean, std = stack.mean(dim=(0, 2, 3)), stack.std(dim=(0, 2, 3)).clamp(min=1e-4)
+        return [float(v) for v in mean], [float(v) for v in std]
+    per_band: dict[str, torch.Tensor] = {}
+    reads = [stack_groups(dataset.read(s), groups) for s in chosen]
+    for g in groups:
+        stack = torch.stack([r[g.name] for r in reads])        # [N, n_bands, px_g, px_g]
+        for i, band in enumerate(g.bands):
+            per_band[band] = stack[:, i]
+    return ([float(per_band[b].mean()) for b in bands],
+            [float(per_band[b].std().clamp(min=1e-4)) for b in bands])
 
 
 class TrainingView(Dataset):
-    """A torch Dataset over (dataset, sample) pairs, possibly from several datasets."""
+    """A torch Dataset over (dataset, sample) pairs, possibly from several datasets.
+
+    Items are (x, target, index); x is [bands, px, px], or with ``groups`` (a
+    multi-resolution model) a dict group name -> [n_bands, px_g, px_g] at native size.
+    """
 
     def __init__(self, items: list[tuple[MultiLabelDataset, Sample]], bands: list[str],
-                 px: int, mean: list[float], std: list[float], train: bool, seed: int = 0) -> None:
+                 px: int, mean: list[float], std: list[float], train: bool, seed: int = 0,
+                 groups: list[BandGroup] | None = None) -> None:
         self.items, self.bands, self.px, self.train = items, bands, px, train
         self.mean = torch.tensor(mean)[:, None, None]
         self.std = torch.tensor(std)[:, None, None]
+        self.groups = groups
+        if groups is not None:
+            index = {b: i for i, b in enumerate(bands)}
+            self.group_norm = {g.name: (self.mean[[index[b] for b in g.bands]],
+                                        self.std[[index[b] for b in g.bands]]) for g in groups}
         self.seed = seed
         self.epoch = 0
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    def __getitem__(self, i: int) -> tuple[Batch, torch.Tensor, int]:
         dataset, sample = self.items[i]
+        g = (torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + i)
+             if self.train else None)
+        target = torch.from_numpy(sample.target)
+        if self.groups is not None:
+            x = stack_groups(dataset.read(sample), self.groups)
+            x = augment_groups(x, g) if g is not None else x
+            return {k: (v - self.group_norm[k][0]) / self.group_norm[k][1]
+                    for k, v in x.items()}, target, i
         x = stack_bands(dataset.read(sample), self.bands, self.px)
-        if self.train:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch * 10_007 + i)
-            x = augment(x, g)
-        return (x - self.mean) / self.std, torch.from_numpy(sample.target), i
+        x = augment(x, g) if g is not None else x
+        return (x - self.mean) / self.std, target, i

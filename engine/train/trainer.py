@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
+from engine.data.band_groups import band_groups, input_layout
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
@@ -154,14 +155,16 @@ class Trainer:
             spec.model_id = cfg.model_id or f"{parent.model_id}-ft{time.strftime('%Y%m%d%H%M%S')}"
             return spec, parent_model
         px = cfg.image_px or first.default_px
-        bands = list(first.bands)
+        # multi-resolution architectures (K-Branch) group the bands by native resolution
+        bands, arch_config = input_layout(cfg.arch, list(first.bands), first.gsd_m, px,
+                                          {"backbone": cfg.backbone, **cfg.arch_config})
         own = [s for d, s in self.train_items if d is first]
-        mean, std = band_statistics(first, own, bands, px)
+        mean, std = band_statistics(first, own, bands, px, band_groups(arch_config))
         graph = LabelGraph.mine(labels, np.stack([s.target for _, s in self.train_items]))
         spec = ModelSpec(
             model_id=cfg.model_id or f"{first.kind}-{cfg.arch}-{time.strftime('%Y%m%d%H%M%S')}",
             arch=cfg.arch, labels=labels, bands=bands, gsd_m=first.gsd_m, tile_px=px,
-            mean=mean, std=std, arch_config={"backbone": cfg.backbone, **cfg.arch_config},
+            mean=mean, std=std, arch_config=arch_config,
             label_graph=graph.to_json(),
             description=f"{cfg.arch} ({cfg.backbone}) trained on {', '.join(d.kind for d in self.datasets)}")
         if ARCHITECTURES.get(cfg.arch) and ARCHITECTURES[cfg.arch].needs_label_embeddings:
@@ -172,7 +175,8 @@ class Trainer:
     # -- data -------------------------------------------------------------------------
     def _view(self, items: list, train: bool) -> TrainingView:
         return TrainingView(items, self.spec.bands, self.spec.tile_px, self.spec.mean,
-                            self.spec.std, train, self.cfg.seed)
+                            self.spec.std, train, self.cfg.seed,
+                            groups=band_groups(self.spec.arch_config))
 
     def _loader(self, view: TrainingView, train: bool, epoch: int) -> DataLoader:
         if self.ctx.enabled:
