@@ -264,7 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "machines: start it with torchrun.")
     t.add_argument("--arch", default="gap-linear", help="architecture (tilelabel models list)")
     t.add_argument("--variant", help="architecture variant (deeplift: agcn or rgcn; cmgm: "
-                   "N-LSTM, N-R-LSTM, N-BiLSTM or N-R-BiLSTM, the default)")
+                   "N-LSTM, N-R-LSTM, N-BiLSTM or N-R-BiLSTM, the default; kbranch: the "
+                   "Sentinel-2 resolutions, e.g. 20m+60m, default all in the data)")
     t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
                    help="training data; repeat to combine datasets with the same labels")
     t.add_argument("--out", required=True, help="model directory to write")

@@ -74,9 +74,23 @@ class AnnotatePlan:
     sources: list[BandSource] | None = None  # multi-resolution models: file and band per band
 
 
+def _band_file_folder(raster: str) -> bool:
+    """A folder of band files (not a raster GDAL opens as a folder, e.g. an ArcInfo grid)."""
+    if not Path(raster).is_dir():
+        return False
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        with rasterio.open(raster):
+            return False
+    except RasterioIOError:
+        return True
+
+
 def plan_annotation(opts: AnnotateOptions, spec: ModelSpec, reporter: Reporter) -> AnnotatePlan:
     groups = band_groups(spec.arch_config)
-    if groups is not None or Path(opts.raster).is_dir():
+    if groups is not None or _band_file_folder(opts.raster):
         return _plan_multires(opts, spec, reporter)
     info = open_raster(opts.raster)
     match = match_bands(spec.bands, info.descriptions, info.colorinterp, opts.bands)

@@ -90,16 +90,16 @@ def _srdl(r: BuildRequest) -> nn.Module:
 
 
 def _cmgm(r: BuildRequest) -> nn.Module:
-    from engine.models.cmgm import CMGM, DEFAULT_VARIANT, CMGMConfig
+    from dataclasses import fields
 
-    numeric = {k: r.arch_config[k] for k in ("parts", "channels", "embed_dim", "lstm_hidden",
-                                             "fc_hidden", "tau", "credible", "candidate")
-               if k in r.arch_config}
+    from engine.models.cmgm import CMGM, CMGMConfig
+
+    given = {"n_labels", "in_bands", "pretrained", "label_embeddings", "label_graph"}
+    settings = {f.name: r.arch_config[f.name] for f in fields(CMGMConfig)
+                if f.name in r.arch_config and f.name not in given}
     return CMGM(CMGMConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
-                           backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
-                           variant=r.arch_config.get("variant", DEFAULT_VARIANT),
                            label_embeddings=r.label_embeddings, label_graph=r.label_graph,
-                           **numeric))
+                           **settings))
 
 
 def _kbranch(r: BuildRequest) -> nn.Module:

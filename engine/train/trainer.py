@@ -4,10 +4,15 @@ One epoch = shuffled training batches (augmented), the architecture's loss plus 
 extra losses it reports through ``model.extra_losses(output, targets)``, gradient
 clipping, then a validation pass. The learning rate follows a cosine or step schedule
 per epoch; the epoch with the best validation mAP (macro) is kept, and training stops
-early after ``patience`` epochs without improvement. A model that trains its parameter
-groups in turn (CM-GM's alternating schedule) has ``schedule_step(epoch, step, epochs)``,
-called before each training step to choose which of its parameters take gradients,
-and may initialise itself from training images in ``prepare_from_data(images)``.
+early after ``patience`` epochs without improvement.
+
+Optional model hooks (CM-GM uses them all):
+- ``prepare_from_data(images)``: initialise from training images before the first epoch;
+- ``training_stages(epochs)``: epoch counts of successive stages; the learning-rate
+  schedule restarts at each, and only last-stage epochs can be kept as best;
+- ``schedule_step(epoch, step, epochs)`` before each training step (``step`` counted
+  from the start of training) to choose which parameters take gradients, and
+  ``end_schedule()`` once training is over.
 Batches are one tensor, or a dict of tensors for multi-resolution models (K-Branch).
 A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
 continues from it exactly.
@@ -166,11 +171,16 @@ class Trainer:
             arch=cfg.arch, labels=labels, bands=bands, gsd_m=first.gsd_m, tile_px=px,
             mean=mean, std=std, arch_config=arch_config,
             label_graph=graph.to_json(),
-            description=f"{cfg.arch} ({cfg.backbone}) trained on {', '.join(d.kind for d in self.datasets)}")
+            description=f"{cfg.arch}{self._backbone_note(arch_config)} trained on "
+                        f"{', '.join(d.kind for d in self.datasets)}")
         if ARCHITECTURES.get(cfg.arch) and ARCHITECTURES[cfg.arch].needs_label_embeddings:
             spec.label_embeddings = self._label_embeddings(spec.labels, required=True)
         torch.manual_seed(cfg.seed)  # the new layers' initial weights
         return spec, build_model(spec, pretrained=cfg.pretrained)
+
+    @staticmethod
+    def _backbone_note(arch_config: dict[str, Any]) -> str:
+        return f" ({arch_config['backbone']})" if "backbone" in arch_config else ""
 
     # -- data -------------------------------------------------------------------------
     def _view(self, items: list, train: bool) -> TrainingView:
@@ -246,7 +256,7 @@ class Trainer:
             for step, (x, y, _) in enumerate(self._loader(train_view, True, epoch)):
                 x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
                 if schedule is not None:  # models that train parameter groups in turn
-                    schedule(epoch, step, cfg.epochs)
+                    schedule(epoch, epoch * steps_per_epoch + step, cfg.epochs)
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                     out = net(x)
                     loss = criterion(out.logits.float(), y)
@@ -297,6 +307,8 @@ class Trainer:
                     f"{'  (best)' if metrics and state['best_epoch'] == epoch else ''}",
                     epoch_metrics=entry)
         model.load_state_dict(best)
+        if hasattr(model, "end_schedule"):
+            model.end_schedule()
         result = self._finish(model, state) if main else {}
         shutdown(self.ctx)
         return result

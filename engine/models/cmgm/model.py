@@ -13,7 +13,10 @@ Forward pass (Figure 3):
    each label's part feature into that space (P' = W2 P, Eq. 15).
 5. Label sequences (sequence.py): from the most confident label by p_cnn along the
    highest conditional probabilities; the (Bi-)LSTM runs over P' in that order and
-   scores every label.
+   scores every label. Our reading of "the LSTM completes the sequence": the paper feeds
+   the credible labels first and lets the LSTM predict the rest; here the sequence holds
+   every label, the credible (most confident) ones first, and the LSTM scores each step,
+   so the labels after the credible ones are the ones it "completes".
 6. At test time the credible-label rule (sequence.credible_scores) merges p_cnn and the
    LSTM's scores into the model's probabilities. While training, ``logits`` are V's, so
    the trainer's BCE trains the classifier; the other losses come from ``extra_losses``.
@@ -143,7 +146,8 @@ class CMGM(nn.Module):
         aligned = self.alignment(label_parts)                                 # Eq. 15
         label_space = self.gcn(self.label_embeddings)                         # Eq. 5
         order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
-        lstm_logits = self.predictor(aligned, order, label_space)
+        stage_one = self.training and self.phase in PHASES  # no stage-1 loss reads the LSTM
+        lstm_logits = None if stage_one else self.predictor(aligned, order, label_space)
         h, w = maps.shape[-2:]
         attention = maps.gather(1, choice[..., None, None].expand(-1, -1, h, w))
         if self.training:
@@ -180,10 +184,13 @@ class CMGM(nn.Module):
         return [first, epochs - first]
 
     def phase_of(self, epoch: int, step: int, epochs: int) -> str:
+        """``step`` counts from the start of training, so the cycle runs on across epochs
+        (an epoch of one or two steps still visits every group in turn)."""
         return PHASES[step % 3] if epoch < self.stage_one_epochs(epochs) else REASONING
 
     def set_phase(self, phase: str) -> None:
-        """Only ``phase``'s parameters take gradients (among those the trainer trains)."""
+        """Only ``phase``'s parameters take gradients (among those the trainer trains), and
+        the batch-norm statistics of W1 move only in W1's own step."""
         if self._schedulable is None:  # parameters the optimiser holds (not frozen ones)
             self._schedulable = {id(p) for p in self.parameters() if p.requires_grad}
         groups = self.parameter_groups()
@@ -191,13 +198,21 @@ class CMGM(nn.Module):
         active |= {id(p) for p in groups["classifier"]}  # V learns in every step
         for p in self.parameters():
             p.requires_grad_(id(p) in active and id(p) in self._schedulable)
-        if phase == REASONING:  # frozen extractor: batch-norm statistics stay fixed
-            self.backbone.eval()
-            self.reduce.eval()
+        learning_w1 = phase == "features"
+        self.reduce.train(learning_w1)
+        backbone_trained = any(id(p) in self._schedulable for p in self.backbone.parameters())
+        self.backbone.train(learning_w1 and backbone_trained)
         self.phase = phase
 
     def schedule_step(self, epoch: int, step: int, epochs: int) -> None:
         self.set_phase(self.phase_of(epoch, step, epochs))
+
+    def end_schedule(self) -> None:
+        """After training: every parameter the optimiser held trainable again."""
+        if self._schedulable is not None:
+            for p in self.parameters():
+                p.requires_grad_(id(p) in self._schedulable)
+        self._schedulable, self.phase = None, None
 
     def extra_losses(self, out: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
         """The losses of the current phase (the trainer adds BCE on V's logits)."""

@@ -16,9 +16,11 @@ The part feature P_n is a c-vector, pooled over the map (average pooling):
 
 Grouping loss (MA-CNN Eq. 5-7): compactness Dis(M_n) = sum_xy m_n(x,y) ||(x,y) - t_n||^2
 around the map's peak t_n, plus lambda * diversity Div(M_n) = sum_xy m_n(x,y)
-(max_{k != n} m_k(x,y) - mrg), lambda = 2 and mrg = 0.02 as in MA-CNN; maps are
-normalised to sum 1 and coordinates to [0, 1] so the loss does not depend on the map size,
-and it is averaged over parts (MA-CNN sums them) so its weight does not grow with N.
+(max_{k != n} m_k(x,y) - mrg), lambda = 2 and mrg = 0.02 as in MA-CNN. Choices: the
+compactness uses each map normalised to sum 1 (so it measures spread, not mass) and
+coordinates in [0, 1]; the diversity uses the maps as they are (values in [0, 1], where
+the margin lets overlaps below mrg go unpunished) averaged over locations; both are
+averaged over parts (MA-CNN sums them) so their weight does not grow with N.
 
 Initialisation from peak responses (Section 3.1): each channel is described by the
 coordinates of its peak response on a set of training images; k-means clusters the
@@ -103,8 +105,8 @@ def grouping_loss(maps: torch.Tensor, weight: float = DIVERSITY_WEIGHT,
                   margin: float = DIVERSITY_MARGIN) -> torch.Tensor:
     """MA-CNN's channel-grouping loss, averaged over images (module docstring)."""
     b, n, h, w = maps.shape
-    m = maps.flatten(2)
-    m = m / m.sum(-1, keepdim=True).clamp(min=1e-8)                       # [B, N, hw]
+    raw = maps.flatten(2)                                               # [B, N, hw]
+    m = raw / raw.sum(-1, keepdim=True).clamp(min=1e-8)
     ys, xs = torch.meshgrid(torch.linspace(0, 1, h, device=maps.device),
                             torch.linspace(0, 1, w, device=maps.device), indexing="ij")
     coords = torch.stack([ys.flatten(), xs.flatten()], -1)              # [hw, 2]
@@ -112,9 +114,9 @@ def grouping_loss(maps: torch.Tensor, weight: float = DIVERSITY_WEIGHT,
     dist = ((coords[None, None] - peak[:, :, None]) ** 2).sum(-1)       # [B, N, hw]
     compactness = (m * dist).sum(-1)
     if n > 1:
-        others = m[:, None].expand(b, n, n, h * w).masked_fill(
+        others = raw[:, None].expand(b, n, n, h * w).masked_fill(
             torch.eye(n, dtype=torch.bool, device=maps.device)[None, :, :, None], 0.0)
-        diversity = (m * (others.amax(2) - margin)).sum(-1)
+        diversity = (raw * (others.amax(2) - margin)).mean(-1)
     else:
         diversity = torch.zeros_like(compactness)
     return (compactness + weight * diversity).mean()
@@ -126,8 +128,10 @@ def peak_response_groups(feats: torch.Tensor, parts: int, iterations: int = 25,
 
     Each channel's descriptor is the (y, x) of its peak on every image (in [0, 1]);
     k-means with k-means++ seeding, deterministic for a given seed."""
+    device = feats.device
+    feats = feats.detach().float().cpu()  # small; and the generator below is a CPU one
     b, c, h, w = feats.shape
-    flat = feats.detach().float().flatten(2).argmax(-1)                 # [B, c]
+    flat = feats.flatten(2).argmax(-1)                                  # [B, c]
     desc = torch.stack([flat // w / max(h - 1, 1), flat % w / max(w - 1, 1)], -1)
     desc = desc.permute(1, 0, 2).reshape(c, 2 * b)                      # [c, 2B]
     k = min(parts, c)
@@ -142,4 +146,4 @@ def peak_response_groups(feats: torch.Tensor, parts: int, iterations: int = 25,
         for i in range(k):
             if (groups == i).any():
                 centres[i] = desc[groups == i].mean(0)
-    return torch.cdist(desc, centres).argmin(1)
+    return torch.cdist(desc, centres).argmin(1).to(device)
