@@ -43,6 +43,7 @@ model-benchmarks: setup
 	$(PY) benchmarks/model_comparison.py
 	$(PY) benchmarks/cmgm_ablation.py
 	$(PY) benchmarks/cmgm_attention_figures.py
+	$(PY) benchmarks/kbranch_bigearthnet.py --annotate
 
 clean:
 	rm -rf out .pytest_cache

@@ -235,7 +235,9 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Cut RASTER into model tiles (in ground units), predict "
                        "every label per tile, and write the tiles to a GeoPackage store plus a "
                        "per-label attention GeoTIFF beside it.")
-    a.add_argument("raster", help="any GDAL raster (GeoTIFF, COG, JP2, VRT)")
+    a.add_argument("raster", help="any GDAL raster (GeoTIFF, COG, JP2, VRT); for a multi-resolution "
+                   "model (kbranch) also a folder of Sentinel-2 band files at their native "
+                   "resolutions")
     a.add_argument("--out", required=True, help="annotation store (.gpkg), created or updated")
     a.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: %(default)s)")
     a.add_argument("--extent", nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),
