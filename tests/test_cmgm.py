@@ -296,3 +296,23 @@ def test_single_epoch_training_is_refused_because_cmgm_has_two_stages(tmp_path, 
     res = run_cli("train", "--arch", "cmgm", "--dataset", f"ucmerced:{DATA / 'ucmerced_mini'}",
                   "--out", tmp_path / "m", "--epochs", "1", "--image-size", "64")
     assert res.code == 2 and "--epochs 2" in res.err
+
+
+def test_alternating_schedule_trains_under_torchrun_with_two_processes(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import DATA, ROOT
+
+    out = tmp_path / "ddp"
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "engine.cli", "train", "--arch", "cmgm", "--dataset",
+         f"ucmerced:{DATA / 'ucmerced_mini'}", "--out", str(out), "--epochs", "2",
+         "--device", "cpu", "--image-size", "64", "--batch-size", "16", "--freeze-backbone"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stderr[-3000:]
+    spec = json.loads((out / "model.json").read_text())
+    # parameter groups switched off in a step are unused there: DDP must accept that
+    assert spec["training"]["world_size"] == 2 and spec["training"]["best_epoch"] == 1
