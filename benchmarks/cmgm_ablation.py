@@ -13,19 +13,13 @@ Usage: python benchmarks/cmgm_ablation.py [--dataset DIR] [--epochs N] [--varian
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
 
-from model_comparison import UCM, inference_ms
+from model_comparison import UCM, train_and_measure
 
 from engine.data.ucmerced import UCMercedMultiLabel
 from engine.models.cmgm import VARIANTS
-from engine.models.modelfile import load_model
-from engine.progress import Reporter
-from engine.train.trainer import Trainer, TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COLUMNS = ("OF1", "CF1", "OP", "OR", "CP", "CR", "mAP_macro")
@@ -36,25 +30,6 @@ PAPER_TABLE_1 = """| Model (paper, ResNet-50, full training) | MiF1 | MaF1 | OP 
 | CM-GM-N-R-LSTM | 81.31 | 85.52 | 81.20 | 89.41 | 88.35 | 85.06 |
 | CM-GM-N-BiLSTM | 81.21 | 85.42 | 81.12 | 89.23 | 88.17 | 84.85 |
 | CM-GM-N-R-BiLSTM | 81.58 | 86.19 | 81.6 | 89.65 | 88.57 | 85.20 |"""
-
-
-def train_one(data: UCMercedMultiLabel, arch: str, variant: str | None, epochs: int,
-              keep: Path | None) -> dict:
-    cfg = TrainConfig(arch=arch, epochs=epochs, batch_size=32, freeze_backbone=True,
-                      device="cpu", patience=epochs,
-                      arch_config={"variant": variant} if variant else {})
-    quiet = Reporter(json_lines=True, stream=open(os.devnull, "w"))
-    with tempfile.TemporaryDirectory() as tmp:
-        start = time.perf_counter()
-        result = Trainer(cfg, [data], Path(tmp), quiet).run()
-        minutes = (time.perf_counter() - start) / 60
-        model, _ = load_model(Path(tmp))
-        params = sum(p.numel() for p in model.parameters())
-        ms = inference_ms(Path(tmp))
-        if keep is not None:
-            shutil.rmtree(keep, ignore_errors=True)
-            shutil.copytree(tmp, keep, ignore=shutil.ignore_patterns("checkpoint"))
-    return {**result["metrics"], "minutes": minutes, "params": params, "ms": ms}
 
 
 def row(name: str, m: dict) -> str:
@@ -77,7 +52,8 @@ def main() -> None:
     rows = []
     for arch, variant in runs:
         keep = args.keep if variant == "N-R-BiLSTM" else None
-        m = train_one(data, arch, variant, args.epochs, keep)
+        m = train_and_measure(data, arch, {"variant": variant} if variant else {},
+                              args.epochs, keep)
         rows.append(row(f"CM-GM-{variant}" if variant else "backbone alone (gap-linear)", m))
         print(rows[-1], flush=True)
     header = ("| Model (ours, EfficientNet-Lite0 frozen, %d epochs) | MiF1 (OF1) | MaF1 (CF1) | "

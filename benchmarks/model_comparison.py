@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -43,6 +44,27 @@ def inference_ms(model_dir: Path, batch: int = 16, rounds: int = 3) -> float:
     return 1000 * (time.perf_counter() - start) / (rounds * batch)
 
 
+def train_and_measure(data: UCMercedMultiLabel, arch: str, config: dict, epochs: int,
+                      keep: Path | None = None) -> dict:
+    """Train one model under the shared budget; its validation metrics plus ``minutes``,
+    ``params`` and ``ms`` (CPU inference per tile). ``keep``: copy the model there."""
+    cfg = TrainConfig(arch=arch, epochs=epochs, batch_size=32, freeze_backbone=True,
+                      device="cpu", patience=epochs, arch_config=dict(config),
+                      backbone=config.get("backbone", "efficientnet_lite0"))
+    quiet = Reporter(json_lines=True, stream=open(os.devnull, "w"))
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        result = Trainer(cfg, [data], Path(tmp), quiet).run()
+        minutes = (time.perf_counter() - start) / 60
+        model, _ = load_model(Path(tmp))
+        params = sum(p.numel() for p in model.parameters())
+        ms = inference_ms(Path(tmp))
+        if keep is not None:
+            shutil.rmtree(keep, ignore_errors=True)
+            shutil.copytree(tmp, keep, ignore=shutil.ignore_patterns("checkpoint"))
+    return {**result["metrics"], "minutes": minutes, "params": params, "ms": ms}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=UCM)
@@ -54,23 +76,12 @@ def main() -> None:
     if args.resnet_weights:
         runs.insert(1, ("resnet", {"backbone": "resnet50", "backbone_weights": args.resnet_weights}))
     data = UCMercedMultiLabel.open(args.dataset)
-    quiet = Reporter(json_lines=True, stream=open(os.devnull, "w"))
     rows = []
     for arch, config in runs:
-        cfg = TrainConfig(arch=arch, epochs=args.epochs, batch_size=32, freeze_backbone=True,
-                          device="cpu", patience=args.epochs, arch_config=dict(config),
-                          backbone=config.get("backbone", "efficientnet_lite0"))
-        with tempfile.TemporaryDirectory() as tmp:
-            start = time.perf_counter()
-            result = Trainer(cfg, [data], Path(tmp), quiet).run()
-            minutes = (time.perf_counter() - start) / 60
-            model, _ = load_model(Path(tmp))
-            params = sum(p.numel() for p in model.parameters())
-            ms = inference_ms(Path(tmp))
-        m = result["metrics"]
+        m = train_and_measure(data, arch, config, args.epochs)
         name = arch + (f" ({config['variant']})" if "variant" in config else "")
         rows.append(f"| {name} | {m['OF1']:.3f} | {m['CF1']:.3f} | {m['mAP_macro']:.3f} | "
-                    f"{ms:.1f} | {params / 1e6:.2f} M | {minutes:.1f} |")
+                    f"{m['ms']:.1f} | {m['params'] / 1e6:.2f} M | {m['minutes']:.1f} |")
         print(rows[-1], flush=True)
     print("\n| model | OF1 | CF1 | mAP | CPU ms/tile | parameters | train min |")
     print("|---|---|---|---|---|---|---|")
