@@ -145,9 +145,10 @@ class CMGM(nn.Module):
         label_parts = parts.gather(1, choice[..., None].expand(-1, -1, parts.shape[-1]))
         aligned = self.alignment(label_parts)                                 # Eq. 15
         label_space = self.gcn(self.label_embeddings)                         # Eq. 5
-        order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
-        stage_one = self.training and self.phase in PHASES  # no stage-1 loss reads the LSTM
-        lstm_logits = None if stage_one else self.predictor(aligned, order, label_space)
+        order = lstm_logits = None
+        if not (self.training and self.phase in PHASES):  # no stage-1 loss reads the LSTM
+            order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
+            lstm_logits = self.predictor(aligned, order, label_space)
         h, w = maps.shape[-2:]
         attention = maps.gather(1, choice[..., None, None].expand(-1, -1, h, w))
         if self.training:
