@@ -122,7 +122,11 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.models.modelfile import read_spec
     from engine.train.trainer import Trainer, TrainConfig
 
-    bands = read_spec(Path(args.init_from)).bands if args.init_from else None
+    from engine.train.output_dir import check_output_dir
+
+    init_from = Path(args.init_from) if args.init_from else None
+    check_output_dir(Path(args.out), init_from, args.resume, args.overwrite)  # before any work
+    bands = read_spec(init_from).bands if init_from else None
     datasets = [open_dataset(spec, bands=bands) for spec in args.dataset]
     for d in datasets:
         for warning in d.warnings:
@@ -137,8 +141,8 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
                       model_id=args.model_id,
                       arch_config={k: v for k, v in (("backbone_weights", args.backbone_weights),
                                                       ("variant", args.variant)) if v})
-    result = Trainer(cfg, datasets, Path(args.out), reporter,
-                     Path(args.init_from) if args.init_from else None, args.resume).run()
+    result = Trainer(cfg, datasets, Path(args.out), reporter, init_from, args.resume,
+                     args.overwrite).run()
     if result:
         reporter.result(result)
         if not reporter.json_lines:
@@ -190,23 +194,31 @@ def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def cmd_correct(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.store import AnnotationStore
+
+    tiles = args.tile or []
+    if not tiles and not args.undo:
+        raise TileLabelError("name the tiles to correct with --tile ID (repeatable)")
     with AnnotationStore.open(Path(args.store)) as store:
         if args.undo:
-            store.undo_last(args.tile, author=args.author)
-            action = "undone"
+            tiles, action = store.undo_last(tiles or None, author=args.author), "undone"
         elif args.verify:
-            store.add_correction(args.tile, None, status="verified", author=args.author)
+            store.add_correction(tiles, None, status="verified", author=args.author,
+                                 note=args.note)
             action = "verified"
+        elif args.add or args.remove:
+            store.change_label(tiles, args.add or args.remove, present=bool(args.add),
+                               author=args.author, note=args.note)
+            action = "corrected"
         else:
             labels = [l.strip() for l in (args.labels or "").split(";") if l.strip()]
-            store.add_correction(args.tile, labels, author=args.author, note=args.note)
+            store.add_correction(tiles, labels, author=args.author, note=args.note)
             action = "corrected"
-        tiles = {t: store.tile(t) for t in args.tile}
+        rows = {t: store.tile(t) for t in tiles}
     reporter.result({"store": args.store, "action": action,
                      "tiles": {t: {"final_labels": r["final_labels"], "status": r["status"]}
-                               for t, r in tiles.items()}})
+                               for t, r in rows.items()}})
     if not reporter.json_lines:
-        for t, r in tiles.items():
+        for t, r in rows.items():
             print(f"{t}: {r['status']}: {r['final_labels'] or '(no labels)'}")
     return 0
 
@@ -216,7 +228,7 @@ def cmd_export(args: argparse.Namespace, reporter: Reporter) -> int:
 
     statuses = [s.strip() for s in args.status.split(",") if s.strip()]
     result = export_labelled(Path(args.store), Path(args.out), statuses,
-                             Path(args.chips) if args.chips else None)
+                             Path(args.chips) if args.chips else None, args.overwrite)
     reporter.result(result)
     if not reporter.json_lines:
         print(f"exported {result['tiles']} tiles to {result['export']} (layer labelled_tiles)"
@@ -225,7 +237,7 @@ def cmd_export(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.infer.annotate import DEFAULT_MODEL
+    from engine.defaults import DEFAULT_MODEL
 
     parser = argparse.ArgumentParser(prog="tilelabel", description=(
         "TileLabel engine: multi-label annotation of aerial and satellite imagery."))
@@ -289,6 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0, help="seeds the split, shuffling, augmentation")
     t.add_argument("--init-from", help="fine-tune from this model directory")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
+    t.add_argument("--overwrite", action="store_true", help="replace the model already in "
+                   "--out (never the --init-from model)")
     t.add_argument("--freeze-backbone", action="store_true")
     t.add_argument("--allow-no-val", action="store_true", help="train even when the data "
                    "has no validation images (few corrected tiles): keep the last epoch")
@@ -321,13 +335,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser("correct", help="record an analyst's labels for tiles of a store",
                        description="Append a correction (or verification, or undo) for tiles "
-                       "of an annotation store. History is kept; the latest row wins.")
+                       "of an annotation store. History is kept; the latest action in force "
+                       "wins.")
     c.add_argument("store", help="annotation store (.gpkg)")
-    c.add_argument("--tile", action="append", required=True, help="tile id (repeatable)")
+    c.add_argument("--tile", action="append", help="tile id (repeatable; one action covers "
+                   "every tile named)")
     what = c.add_mutually_exclusive_group(required=True)
-    what.add_argument("--labels", help="the tile's full label set, ';'-separated ('' for none)")
+    what.add_argument("--labels", help="each tile's full label set, ';'-separated ('' for none)")
+    what.add_argument("--add", metavar="LABEL", help="add this label to each tile, keeping "
+                      "its other labels")
+    what.add_argument("--remove", metavar="LABEL", help="remove this label from each tile, "
+                      "keeping its other labels")
     what.add_argument("--verify", action="store_true", help="the predicted labels are right")
-    what.add_argument("--undo", action="store_true", help="undo the latest correction")
+    what.add_argument("--undo", action="store_true", help="undo the latest action as a whole "
+                      "(every tile it touched); with --tile, the latest action on those tiles")
     c.add_argument("--author", default="", help="who made the correction")
     c.add_argument("--note", default="")
     _common(c)
@@ -337,6 +358,8 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("store", help="annotation store (.gpkg)")
     x.add_argument("--out", required=True, help="GeoPackage to write (layer labelled_tiles)")
     x.add_argument("--chips", help="also write each tile as a GeoTIFF chip + labels.csv here")
+    x.add_argument("--overwrite", action="store_true", help="replace an existing --out file "
+                   "(and --chips folder); the store itself is never replaced")
     x.add_argument("--status", default="corrected,verified",
                    help="which tiles, by status (default: corrected,verified)")
     _common(x)

@@ -6,7 +6,6 @@ touches layers when a job has finished (on the main thread).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog,
 
 from .engine_job import EngineJob, JobOutcome
 from .layers import add_annotation_layers
+from .store_reader import label_columns, split_labels
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
 EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS = "Map canvas extent", "Drawn rectangle", \
@@ -293,20 +293,22 @@ class TileLabelDock(QDockWidget):
         return [f["tile_id"] for f in self.tiles_layer.selectedFeatures()]
 
     def show_selection(self, *_args) -> None:
+        """One row per label: checked when every selected tile holds it, partly checked
+        when some do, unchecked when none; the probability shown is the first tile's."""
         features = self.tiles_layer.selectedFeatures() if self.tiles_layer else []
         self._updating = True
         self.label_list.clear()
         if features and self.store_path:
             first = features[0]
-            with sqlite3.connect(f"file:{self.store_path}?mode=ro", uri=True) as conn:
-                columns = conn.execute("SELECT label, column_name FROM label_columns "
-                                       "ORDER BY position").fetchall()
-            final = set((first["final_labels"] or "").split("; "))
+            columns = label_columns(self.store_path)
+            finals = [set(split_labels(f["final_labels"])) for f in features]
             for label, column in columns:
+                holding = sum(label in final for final in finals)
                 item = QListWidgetItem(f"{label}  ({first[column]:.2f})")
                 item.setData(Qt.UserRole, label)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
-                item.setCheckState(Qt.Checked if label in final else Qt.Unchecked)
+                item.setCheckState(Qt.Checked if holding == len(finals) else
+                                   Qt.PartiallyChecked if holding else Qt.Unchecked)
                 self.label_list.addItem(item)
             self.tile_info.setText(tr("{} tile(s) selected; first: {} ({})").format(
                 len(features), first["tile_id"], first["status"]))
@@ -318,20 +320,26 @@ class TileLabelDock(QDockWidget):
         return [self.label_list.item(i).data(Qt.UserRole) for i in range(self.label_list.count())
                 if self.label_list.item(i).checkState() == Qt.Checked]
 
-    def _label_toggled(self, _item: QListWidgetItem) -> None:
+    def _label_toggled(self, item: QListWidgetItem) -> None:
+        """Add or remove this one label on every selected tile; each tile keeps its other
+        labels (a partly checked row becomes checked: the label is added to all)."""
         if self._updating:
             return
-        self._correct(["--labels", "; ".join(self.checked_labels())], tr("Correcting labels"))
+        label = item.data(Qt.UserRole)
+        add = item.checkState() != Qt.Unchecked
+        self._correct(["--add" if add else "--remove", label],
+                      (tr("Adding '{}'") if add else tr("Removing '{}'")).format(label))
 
     def mark_verified(self) -> None:
         self._correct(["--verify"], tr("Marking tiles verified"))
 
     def undo(self) -> None:
-        self._correct(["--undo"], tr("Undoing the last correction"))
+        """Undo the store's last action as a whole, whatever is selected now."""
+        self._correct(["--undo"], tr("Undoing the last correction"), needs_selection=False)
 
-    def _correct(self, what: list[str], description: str) -> None:
-        ids = self.selected_tile_ids()
-        if not ids or not self.store_path:
+    def _correct(self, what: list[str], description: str, needs_selection: bool = True) -> None:
+        ids = self.selected_tile_ids() if needs_selection else []
+        if (needs_selection and not ids) or not self.store_path:
             self._error(tr("Select tiles of a TileLabel store first."))
             return
         job = ["correct", self.store_path, *[a for t in ids for a in ("--tile", t)], *what]
@@ -365,7 +373,13 @@ class TileLabelDock(QDockWidget):
                 return
             if self.chips_check.isChecked():
                 chips = str(Path(out).with_suffix("")) + "_chips"
-        job = ["export", self.store_path, "--out", out] + (["--chips", chips] if chips else [])
+        if Path(out).resolve() == Path(self.store_path).resolve():
+            self._error(tr("That file is the annotation store itself; choose another file "
+                           "for the export."))
+            return
+        # the save dialog has asked before replacing a file; the engine never replaces the store
+        job = ["export", self.store_path, "--out", out, "--overwrite"] + (
+            ["--chips", chips] if chips else [])
         self._run(tr("Exporting labelled tiles"), job, self._exported)
 
     def _exported(self, result: dict) -> None:

@@ -5,7 +5,6 @@ Only called on the main thread (from a task's ``finished``), as QGIS requires.
 from __future__ import annotations
 
 import colorsys
-import sqlite3
 from pathlib import Path
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsFillSymbol,
@@ -14,17 +13,14 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsFill
                        QgsVectorLayer, QgsVectorLayerSimpleLabeling)
 from qgis.PyQt.QtGui import QColor
 
+from .store_reader import read_store, store_labels
+
 # The label shown for a tile: its predicted top label, or the first of its final labels
 # once an analyst corrected or verified it.
 DISPLAY_EXPRESSION = ("if(\"status\" = 'predicted', \"top_label\", "
                       "coalesce(regexp_substr(\"final_labels\", '^([^;]+)'), 'none'))")
 ATTENTION_SHOWN = 3  # attention layers visible at first: the most frequent top labels
 GROUP_PREFIX = "TileLabel: "
-
-
-def store_labels(store: str) -> list[str]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
-        return [r[0] for r in conn.execute("SELECT label FROM label_columns ORDER BY position")]
 
 
 def label_colour(i: int, n: int) -> QColor:
@@ -102,7 +98,7 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
 
 
 def _frequent_top_labels(store: str, n: int) -> list[str]:
-    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+    with read_store(store) as conn:
         rows = conn.execute("SELECT top_label, COUNT(*) c FROM tiles GROUP BY top_label "
                             "ORDER BY c DESC LIMIT ?", (n,)).fetchall()
     return [r[0] for r in rows]

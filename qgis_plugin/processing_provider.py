@@ -6,6 +6,8 @@ modeller and ``qgis_process`` work.
 """
 from __future__ import annotations
 
+import os
+
 from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
@@ -113,9 +115,20 @@ class ExportLabelledTiles(_Algorithm):
         self.addParameter(QgsProcessingParameterFolderDestination(
             "CHIPS", "Image chips folder", optional=True, createByDefault=False))
 
+    def checkParameterValues(self, parameters, context):  # noqa: N802
+        store = self.parameterAsFile(parameters, "STORE", context)
+        out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
+        if store and out and os.path.abspath(store) == os.path.abspath(out):
+            return False, ("The export file is the annotation store itself; exporting there "
+                           "would replace the store. Choose another file.")
+        return super().checkParameterValues(parameters, context)
+
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         out = self.parameterAsFileOutput(parameters, "OUTPUT", context)
-        job = ["export", self.parameterAsFile(parameters, "STORE", context), "--out", out]
+        # a Processing output is replaced, as every algorithm does (the dialog asked); the
+        # engine still refuses to replace the store itself
+        job = ["export", self.parameterAsFile(parameters, "STORE", context), "--out", out,
+               "--overwrite"]
         chips = self.parameterAsString(parameters, "CHIPS", context)
         if chips:
             job += ["--chips", chips]

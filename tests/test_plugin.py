@@ -172,6 +172,51 @@ def test_correction_in_the_panel_lands_in_the_store_and_survives_reload(
                             (first["tile_id"],)).fetchone()[0] == "predicted"
 
 
+def _row(dock, label):
+    return next(dock.label_list.item(i) for i in range(dock.label_list.count())
+                if dock.label_list.item(i).data(Qt.UserRole) == label)
+
+
+def _finals(store, ids):
+    with sqlite3.connect(store) as conn:
+        return [conn.execute("SELECT final_labels FROM tiles WHERE tile_id=?", (t,)).fetchone()[0]
+                for t in ids]
+
+
+def test_ticking_a_label_on_a_multi_selection_changes_only_that_label_and_undo_restores(
+        tmp_path, qtbot, sample_layer, dock):
+    from engine.store import AnnotationStore
+
+    store = tmp_path / "multi#1.gpkg"  # '#' in the name: the plugin must open this very file
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    tiles = dock.tiles_layer
+    features = list(tiles.getFeatures())[:2]
+    ids = [f["tile_id"] for f in features]
+    with AnnotationStore.open(store) as s:
+        s.add_correction([ids[0]], ["trees"])
+        s.add_correction([ids[1]], ["water", "ship"])
+    tiles.dataProvider().reloadData()
+    tiles.selectByIds([f.id() for f in features])
+    assert _row(dock, "trees").checkState() == Qt.PartiallyChecked  # one of the two
+    assert _row(dock, "cars").checkState() == Qt.Unchecked
+    dock.last_outcome = None
+    _row(dock, "cars").setCheckState(Qt.Checked)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert dock.last_outcome.error is None, dock.last_outcome.error
+    assert _finals(store, ids) == ["cars; trees", "cars; ship; water"]
+    assert _row(dock, "cars").checkState() == Qt.Checked
+    dock.last_outcome = None
+    _row(dock, "water").setCheckState(Qt.Unchecked)  # partly checked -> removed from all
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert _finals(store, ids) == ["cars; trees", "cars; ship"]
+    for expected in (["cars; trees", "cars; ship; water"], ["trees", "ship; water"]):
+        dock.last_outcome = None
+        qtbot.mouseClick(dock.undo_button, Qt.LeftButton)
+        qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+        assert _finals(store, ids) == expected
+    assert not (tmp_path / "multi").exists()  # no stray file from a mis-parsed URI
+
+
 def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     store = tmp_path / "train.gpkg"
     assert _annotate(dock, qtbot, sample_layer, store).error is None

@@ -124,3 +124,73 @@ def test_store_passes_gdals_geopackage_validator(tmp_path):
     done = subprocess.run(["/usr/bin/python3", VALIDATOR, str(path)], capture_output=True,
                           text=True)
     assert done.returncode == 0 and not done.stdout.strip(), done.stdout + done.stderr
+
+
+def _store_with_two_tiles(path):
+    s = AnnotationStore.create_or_open(path, ["trees", "water", "cars"], CRS.from_epsg(3857))
+    for i, predicted in ((0, ["trees"]), (1, ["water", "cars"])):
+        r = _record(i, [0.5, 0.5, 0.5])
+        s.write_tiles([TileRecord(r.tile_id, r.bounds, r.raster, r.window, r.gsd_m, r.edge,
+                                  r.valid_fraction, r.probabilities, predicted)], "m", "r")
+    return s
+
+
+def test_ticking_a_label_on_several_tiles_keeps_each_tiles_other_labels(tmp_path):
+    with _store_with_two_tiles(tmp_path / "s.gpkg") as s:
+        s.change_label(["t0", "t1"], "cars", present=True)
+        assert s.tile("t0")["final_labels"] == "trees; cars"
+        assert s.tile("t1")["final_labels"] == "water; cars"
+        s.change_label(["t0", "t1"], "trees", present=False)
+        assert s.tile("t0")["final_labels"] == "cars"
+        assert s.tile("t1")["final_labels"] == "water; cars"
+        assert {s.tile(t)["status"] for t in ("t0", "t1")} == {"corrected"}
+
+
+def test_undo_reverts_the_last_action_on_every_tile_it_touched(tmp_path):
+    with _store_with_two_tiles(tmp_path / "s.gpkg") as s:
+        s.change_label(["t0"], "water", present=True)
+        s.change_label(["t0", "t1"], "cars", present=False)
+        assert s.undo_last() == ["t0", "t1"]
+        assert (s.tile("t0")["final_labels"], s.tile("t0")["status"]) == ("trees; water",
+                                                                          "corrected")
+        assert (s.tile("t1")["final_labels"], s.tile("t1")["status"]) == ("water; cars",
+                                                                          "predicted")
+        assert s.undo_last() == ["t0"]
+        assert (s.tile("t0")["final_labels"], s.tile("t0")["status"]) == ("trees", "predicted")
+        with pytest.raises(StoreError, match="no correction to undo"):
+            s.undo_last()
+
+
+def test_a_correction_noted_undo_is_an_ordinary_correction(tmp_path):
+    with _store_with_two_tiles(tmp_path / "s.gpkg") as s:
+        s.add_correction(["t0"], ["water"])
+        s.add_correction(["t0"], ["cars"], note="undo")
+        assert s.tile("t0")["final_labels"] == "cars"
+        s.undo_last(["t0"])
+        assert s.tile("t0")["final_labels"] == "water"  # only the 'undo'-noted row undone
+        s.undo_last(["t0"])
+        assert s.tile("t0")["final_labels"] == "trees"
+
+
+def test_a_store_from_before_structured_undo_is_upgraded_with_its_history(tmp_path):
+    path = tmp_path / "old.gpkg"
+    with _store_with_two_tiles(path) as s:
+        for column in ("action_id", "kind", "undoes"):
+            s.conn.execute(f"ALTER TABLE corrections DROP COLUMN {column}")
+        rows = [("t0", "water", "corrected", ""), ("t0", "cars", "corrected", ""),
+                ("t0", "water", "corrected", "undo")]  # the old marker: a note
+        s.conn.executemany("INSERT INTO corrections (tile_id, labels, status, note) VALUES "
+                           "(?,?,?,?)", rows)
+        s.conn.execute("UPDATE tiles SET final_labels='water', status='corrected' "
+                       "WHERE tile_id='t0'")
+        s.conn.commit()
+    with AnnotationStore.open(path) as s:
+        s.undo_last(["t0"])  # the old undo cancelled 'cars': undoing now cancels 'water'
+        assert (s.tile("t0")["final_labels"], s.tile("t0")["status"]) == ("trees", "predicted")
+
+
+@pytest.mark.parametrize("bad", ["water; sea", "", " trees"])
+def test_label_names_the_text_columns_cannot_hold_are_refused(tmp_path, bad):
+    with pytest.raises(StoreError, match="cannot be used"):
+        AnnotationStore.create_or_open(tmp_path / "s.gpkg", ["cars", bad], CRS.from_epsg(3857))
+    assert not (tmp_path / "s.gpkg").exists()

@@ -120,7 +120,8 @@ def test_bigearthnet_v2_trains_on_twelve_bands(tmp_path, run_cli):
                   tmp_path / "m", "--epochs", "1", "--image-size", "64", "--batch-size", "4")
     assert res.code == 0, res.err
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
-    assert len(spec["bands"]) == 12 and spec["gsd_m"] == 10.0 and len(spec["labels"]) == 19
+    # 120 px patches at 10 m resized to 64 px: the model sees 1.2 km at 18.75 m/px
+    assert len(spec["bands"]) == 12 and spec["gsd_m"] == 18.75 and len(spec["labels"]) == 19
 
 
 def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):

@@ -19,7 +19,7 @@ from engine.data.bands import match_bands
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.data.raster import open_raster, pixel_scaling
 from engine.errors import TileLabelError
-from engine.store.annotation_store import LABEL_SEPARATOR
+from engine.store.annotation_store import split_labels
 
 REVIEWED = ("corrected", "verified")
 
@@ -41,7 +41,7 @@ class StoreDataset(MultiLabelDataset):
                                  "correct or verify some tiles first")
         samples = []
         for tid, final, raster, c, r, w, h, _ in rows:
-            names = [l for l in (final or "").split(LABEL_SEPARATOR) if l]
+            names = split_labels(final)
             target = np.array([float(l in names) for l in labels], np.float32)
             samples.append(Sample(tid, target, f"{raster}|{c}|{r}|{w}|{h}"))
         px = tile_px or 256
@@ -51,7 +51,7 @@ class StoreDataset(MultiLabelDataset):
         return ds
 
     def read(self, sample: Sample) -> dict[str, np.ndarray]:
-        raster, c, r, w, h = sample.source.split("|")
+        raster, c, r, w, h = sample.source.rsplit("|", 4)  # a path may hold "|"
         if raster not in self._scalings:
             info = open_raster(raster)
             match = match_bands(self.bands, info.descriptions, info.colorinterp)

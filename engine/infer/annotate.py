@@ -22,6 +22,7 @@ from rasterio.windows import Window, bounds as window_bounds
 
 from engine.data.band_groups import band_groups, check_groups
 from engine.data.bands import match_bands
+from engine.defaults import DEFAULT_MODEL
 from engine.data.raster import RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
 from engine.errors import JobInterrupted, RasterError, StoreError
@@ -34,7 +35,6 @@ from engine.models.modelfile import ModelSpec, load_model
 from engine.progress import Reporter
 from engine.store import AnnotationStore, TileRecord
 
-DEFAULT_MODEL = Path(__file__).resolve().parents[2] / "resources" / "models" / "default"
 # GDAL's block cache defaults to 5 % of RAM (6 GiB on a 128 GiB GPU host); tiles are read
 # once in grid order, so a small cache is as fast and keeps memory bounded. Read by GDAL
 # when the cache is first used; a user's own GDAL_CACHEMAX wins.

@@ -28,7 +28,6 @@ from engine.store import geopackage as gpkg
 
 LABEL_SEPARATOR = "; "
 STATUSES = ("predicted", "corrected", "verified")
-UNDO_NOTE = "undo"
 BUSY_TIMEOUT_MS = 30_000
 
 
@@ -94,12 +93,20 @@ class AnnotationStore:
             conn.close()
             raise StoreError(f"{path} is a GeoPackage but not a TileLabel annotation store; "
                              "choose another --out path so it is not modified")
+        try:
+            _migrate_corrections(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise StoreError(f"{path} was written by an older TileLabel and needs a small "
+                             f"upgrade, which failed ({exc}); copy the store to a writable "
+                             "folder and open the copy") from exc
         return cls(path, conn)
 
     @classmethod
     def create_or_open(cls, path: Path, labels: Sequence[str], crs: CRS) -> "AnnotationStore":
         """Open ``path`` (checking labels and CRS) or create it atomically."""
         path = Path(path)
+        check_label_names(labels, "the model's labels")
         if path.exists():
             store = cls.open(path)
             store.check_compatible(labels, crs)
@@ -191,7 +198,7 @@ class AnnotationStore:
             records_bounds.append(tuple(r.bounds))
             probs = [float(p) for p in r.probabilities]
             top = max(range(len(probs)), key=probs.__getitem__)
-            text = LABEL_SEPARATOR.join(r.predicted)
+            text = join_labels(r.predicted)
             rows.append((gpkg.geometry_blob(box(*r.bounds), self.srs_id), r.tile_id, r.raster,
                          *r.window, r.gsd_m, int(r.edge), r.valid_fraction, text,
                          len(r.predicted), self.labels[top], probs[top], *probs, text,
@@ -222,55 +229,102 @@ class AnnotationStore:
         return None if row is None else dict(zip([d[0] for d in cur.description], row))
 
     # -- corrections -------------------------------------------------------------------
+    # Each edit is an *action* (one id for every tile it touched); an undo row names the
+    # action it cancels (``undoes``), so undo is structural: no note is ever read as a marker.
     def add_correction(self, tile_ids: Sequence[str], labels: Sequence[str] | None,
-                       status: str = "corrected", author: str = "", note: str = "") -> None:
+                       status: str = "corrected", author: str = "", note: str = "") -> str:
         """Record the final label set of tiles (a new history row each); ``verified`` with
-        ``labels=None`` confirms each tile's current labels."""
+        ``labels=None`` confirms each tile's current labels. Returns the action id."""
         if status not in ("corrected", "verified"):
             raise StoreError(f"a correction's status is 'corrected' or 'verified', not {status!r}")
-        unknown = sorted(set(labels or ()) - set(self.labels))
+        self._check_labels(labels or ())
+        kind = "verify" if status == "verified" else "correct"
+        return self._apply(tile_ids, lambda current: (
+            current if labels is None else set(labels)), status, kind, author, note)
+
+    def change_label(self, tile_ids: Sequence[str], label: str, present: bool,
+                     author: str = "", note: str = "") -> str:
+        """Add (``present``) or remove one label on each tile, keeping each tile's other
+        labels: the panel's tick on a multi-selection. Returns the action id."""
+        self._check_labels([label])
+        return self._apply(tile_ids, lambda current: (
+            current | {label} if present else current - {label}), "corrected", "correct",
+            author, note)
+
+    def _check_labels(self, labels: Iterable[str]) -> None:
+        unknown = sorted(set(labels) - set(self.labels))
         if unknown:
             raise StoreError(f"unknown label(s) {', '.join(unknown)}; this store's labels are "
                              f"{', '.join(self.labels)}")
-        stamp = now()
+
+    def _apply(self, tile_ids: Sequence[str], new_labels, status: str, kind: str,
+               author: str, note: str) -> str:
+        if not tile_ids:
+            raise StoreError("no tiles given: name at least one tile id (--tile)")
+        stamp, action = now(), _action_id()
         with self.conn:
-            for tid in tile_ids:
+            for tid in dict.fromkeys(tile_ids):
                 row = self.conn.execute("SELECT final_labels FROM tiles WHERE tile_id=?",
                                         (tid,)).fetchone()
                 if row is None:
                     raise StoreError(f"no tile '{tid}' in {self.path}")
-                final = (LABEL_SEPARATOR.join(l for l in self.labels if l in set(labels))
-                         if labels is not None else row[0])
+                wanted = new_labels(set(split_labels(row[0])))
+                final = join_labels([l for l in self.labels if l in wanted])
                 self.conn.execute("INSERT INTO corrections (tile_id, labels, status, author, "
-                                  "note, created) VALUES (?,?,?,?,?,?)",
-                                  (tid, final, status, author, note, stamp))
+                                  "note, created, action_id, kind) VALUES (?,?,?,?,?,?,?,?)",
+                                  (tid, final, status, author, note, stamp, action, kind))
                 self.conn.execute("UPDATE tiles SET final_labels=?, status=?, updated=? "
                                   "WHERE tile_id=?", (final, status, stamp, tid))
+        return action
 
-    def undo_last(self, tile_ids: Sequence[str], author: str = "") -> None:
-        """Undo each tile's latest correction still in force by appending an ``undo`` row
-        (history is never rewritten). The tile returns to the correction before it, or
-        to its predicted labels and status ``predicted`` when there is none."""
-        stamp = now()
+    def last_action(self, tile_ids: Sequence[str] | None = None) -> str | None:
+        """The newest action still in force (touching one of ``tile_ids`` if given)."""
+        sql = ("SELECT action_id FROM corrections WHERE kind != 'undo' AND action_id NOT IN "
+               "(SELECT undoes FROM corrections WHERE undoes IS NOT NULL)")
+        params: tuple = ()
+        if tile_ids:
+            sql += f" AND tile_id IN ({','.join('?' for _ in tile_ids)})"
+            params = tuple(tile_ids)
+        row = self.conn.execute(sql + " ORDER BY fid DESC LIMIT 1", params).fetchone()
+        return row[0] if row else None
+
+    def undo_last(self, tile_ids: Sequence[str] | None = None, author: str = "") -> list[str]:
+        """Undo the newest action still in force as a whole (every tile it touched), by
+        appending ``undo`` rows (history is never rewritten). With ``tile_ids``, the newest
+        action that touched one of them. Each tile returns to the state before that action:
+        the correction before it, or its predicted labels and status ``predicted``.
+        Returns the tiles it changed."""
         with self.conn:
-            for tid in tile_ids:
-                rows = self.conn.execute("SELECT labels, status, note FROM corrections "
-                                         "WHERE tile_id=? ORDER BY fid", (tid,)).fetchall()
-                in_force = _corrections_in_force(rows)
-                if not in_force:
-                    raise StoreError(f"tile '{tid}' has no correction to undo")
-                in_force.pop()
-                if in_force:
-                    labels, status = in_force[-1]
-                else:
-                    labels = self.conn.execute("SELECT labels FROM tiles WHERE tile_id=?",
-                                               (tid,)).fetchone()[0]
-                    status = "predicted"
+            action = self.last_action(tile_ids)
+            if action is None:
+                where = f"tile(s) {', '.join(tile_ids)}" if tile_ids else str(self.path)
+                raise StoreError(f"{where}: no correction to undo")
+            touched = [r[0] for r in self.conn.execute(
+                "SELECT DISTINCT tile_id FROM corrections WHERE action_id=? ORDER BY fid",
+                (action,))]
+            stamp, undo_id = now(), _action_id()
+            for tid in touched:
+                labels, status = self._state_without(tid, action)
                 self.conn.execute("INSERT INTO corrections (tile_id, labels, status, author, "
-                                  "note, created) VALUES (?,?,?,?,?,?)",
-                                  (tid, labels, status, author, UNDO_NOTE, stamp))
+                                  "note, created, action_id, kind, undoes) VALUES "
+                                  "(?,?,?,?,?,?,?,?,?)", (tid, labels, status, author, "",
+                                                          stamp, undo_id, "undo", action))
                 self.conn.execute("UPDATE tiles SET final_labels=?, status=?, updated=? "
                                   "WHERE tile_id=?", (labels, status, stamp, tid))
+        return touched
+
+    def _state_without(self, tile_id: str, action: str) -> tuple[str, str]:
+        """A tile's (final labels, status) once ``action`` and every undone action are
+        cancelled: its newest correction still in force, else its prediction."""
+        row = self.conn.execute(
+            "SELECT labels, status FROM corrections WHERE tile_id=? AND kind != 'undo' AND "
+            "action_id != ? AND action_id NOT IN (SELECT undoes FROM corrections WHERE undoes "
+            "IS NOT NULL) ORDER BY fid DESC LIMIT 1", (tile_id, action)).fetchone()
+        if row:
+            return row[0], row[1]
+        predicted = self.conn.execute("SELECT labels FROM tiles WHERE tile_id=?",
+                                      (tile_id,)).fetchone()[0]
+        return predicted, "predicted"
 
     def corrections(self, tile_id: str) -> list[dict[str, Any]]:
         cur = self.conn.execute("SELECT * FROM corrections WHERE tile_id=? ORDER BY fid",
@@ -278,17 +332,52 @@ class AnnotationStore:
         return [dict(zip([d[0] for d in cur.description], r)) for r in cur.fetchall()]
 
 
-def _corrections_in_force(rows_oldest_first: list[tuple[str, str, str]]) -> list[tuple[str, str]]:
-    """Replay a tile's history (labels, status, note): each row noted ``undo`` cancels the
-    newest state still in force. Returns the states in force, oldest first."""
-    stack: list[tuple[str, str]] = []
-    for labels, status, note in rows_oldest_first:
-        if note == UNDO_NOTE:
-            if stack:
-                stack.pop()
-        else:
-            stack.append((labels, status))
-    return stack
+def split_labels(text: str | None) -> list[str]:
+    """The label names of a ``; ``-joined label text (the store's text columns)."""
+    return [l for l in (text or "").split(LABEL_SEPARATOR) if l]
+
+
+def join_labels(labels: Iterable[str]) -> str:
+    return LABEL_SEPARATOR.join(labels)
+
+
+def check_label_names(labels: Sequence[str], where: str) -> None:
+    """Refuse label names that the store's ``; ``-joined text columns cannot hold."""
+    bad = [l for l in labels if ";" in l or l != l.strip() or not l]
+    if bad:
+        raise StoreError(f"{where}: label name(s) {', '.join(map(repr, bad))} cannot be used: "
+                         "a label name must not be empty, contain ';' or start or end with "
+                         "spaces (TileLabel stores label sets as '; '-separated text). "
+                         "Rename them in the dataset's label file")
+
+
+def _action_id() -> str:
+    return uuid.uuid4().hex[:12]
+
+
+def _migrate_corrections(conn: sqlite3.Connection) -> None:
+    """Give a store written before structured undo its ``action_id``/``kind``/``undoes``
+    columns; an old undo row (note 'undo') is linked to the row it cancelled."""
+    columns = {r[1] for r in conn.execute("PRAGMA table_info(corrections)")}
+    if "kind" in columns:
+        return
+    with conn:
+        for name in ("action_id", "kind", "undoes"):
+            conn.execute(f"ALTER TABLE corrections ADD COLUMN {name} TEXT")
+        rows = conn.execute("SELECT fid, tile_id, status, note FROM corrections ORDER BY fid")
+        stacks: dict[str, list[int]] = {}
+        for fid, tid, status, note in rows.fetchall():
+            stack = stacks.setdefault(tid, [])
+            if note == "undo":
+                undone = stack.pop() if stack else None
+                conn.execute("UPDATE corrections SET action_id=?, kind='undo', undoes=?, "
+                             "note='' WHERE fid=?", (f"legacy-{fid}", undone and
+                                                     f"legacy-{undone}", fid))
+            else:
+                stack.append(fid)
+                conn.execute("UPDATE corrections SET action_id=?, kind=? WHERE fid=?",
+                             (f"legacy-{fid}", "verify" if status == "verified" else
+                              "correct", fid))
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -326,8 +415,11 @@ def _create_schema(conn: sqlite3.Connection, labels: Sequence[str], crs: CRS) ->
         " run_id TEXT, created TEXT, updated TEXT"), "POLYGON", srs_id,
         "TileLabel tiles: predicted labels, per-label probabilities, review status")
     gpkg.add_attribute_table(conn, "corrections", "tile_id TEXT NOT NULL, labels TEXT, "
-                             "status TEXT, author TEXT, note TEXT, created TEXT",
-                             "label corrections, one row per edit; the latest wins")
+                             "status TEXT, author TEXT, note TEXT, created TEXT, "
+                             "action_id TEXT, kind TEXT, undoes TEXT",
+                             "label corrections, one row per tile and edit (action_id groups "
+                             "one edit's rows; kind correct/verify/undo; an undo row names the"
+                             " action it cancels in undoes); the latest in force wins")
     gpkg.add_attribute_table(conn, "models", "model_id TEXT NOT NULL UNIQUE, arch TEXT, "
                              "path TEXT, labels TEXT, metrics TEXT, parent TEXT, registered TEXT",
                              "model versions that wrote into this store")

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from engine.data.band_groups import band_groups, input_layout
+from engine.data.band_groups import MULTI_RESOLUTION_ARCHS, band_groups, input_layout
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
@@ -43,7 +43,9 @@ from engine.metrics import multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
 from engine.models.registry import ARCHITECTURES
 from engine.progress import Reporter
+from engine.store.annotation_store import check_label_names
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
+from engine.train.output_dir import CHECKPOINT, check_output_dir, publish, staging_dir
 from engine.train.distributed import DistContext, gather, init_distributed, shutdown
 from engine.train.loader import TrainingView, band_statistics, batch_len, to_device
 from engine.train.losses import build_loss
@@ -114,6 +116,7 @@ def _items(datasets: list[MultiLabelDataset], split: str, seed: int) -> list[tup
 
 def _check_vocabularies(datasets: list[MultiLabelDataset], init: ModelSpec | None) -> list[str]:
     labels = datasets[0].labels
+    check_label_names(labels, f"the labels of {datasets[0]!r}")
     for d in datasets[1:]:
         if d.labels != labels:
             raise TileLabelError(f"datasets disagree on labels: {d!r} has {len(d.labels)} labels, "
@@ -128,8 +131,10 @@ def _check_vocabularies(datasets: list[MultiLabelDataset], init: ModelSpec | Non
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, datasets: list[MultiLabelDataset], out: Path,
-                 reporter: Reporter, init_from: Path | None = None, resume: bool = False) -> None:
+                 reporter: Reporter, init_from: Path | None = None, resume: bool = False,
+                 overwrite: bool = False) -> None:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
+        check_output_dir(self.out, init_from, resume, overwrite)
         if cfg.patience < 1 or cfg.epochs < 1:
             raise TileLabelError("--epochs and --patience must be at least 1")
         self.device = resolve_device(cfg.device)
@@ -160,15 +165,19 @@ class Trainer:
             spec.model_id = cfg.model_id or f"{parent.model_id}-ft{time.strftime('%Y%m%d%H%M%S')}"
             return spec, parent_model
         px = cfg.image_px or first.default_px
+        # single-resolution models see each image resized to px, so the native ground
+        # extent at this GSD; multi-resolution ones read their bands at native pixel size
+        gsd = (first.gsd_m if cfg.arch in MULTI_RESOLUTION_ARCHS
+               else first.gsd_m * first.default_px / px)
         # multi-resolution architectures (K-Branch) group the bands by native resolution
-        bands, arch_config = input_layout(cfg.arch, list(first.bands), first.gsd_m, px,
+        bands, arch_config = input_layout(cfg.arch, list(first.bands), gsd, px,
                                           {"backbone": cfg.backbone, **cfg.arch_config})
         own = [s for d, s in self.train_items if d is first]
         mean, std = band_statistics(first, own, bands, px, band_groups(arch_config))
         graph = LabelGraph.mine(labels, np.stack([s.target for _, s in self.train_items]))
         spec = ModelSpec(
             model_id=cfg.model_id or f"{first.kind}-{cfg.arch}-{time.strftime('%Y%m%d%H%M%S')}",
-            arch=cfg.arch, labels=labels, bands=bands, gsd_m=first.gsd_m, tile_px=px,
+            arch=cfg.arch, labels=labels, bands=bands, gsd_m=gsd, tile_px=px,
             mean=mean, std=std, arch_config=arch_config,
             label_graph=graph.to_json(),
             description=f"{cfg.arch}{self._backbone_note(arch_config)} trained on "
@@ -230,7 +239,7 @@ class Trainer:
         use_amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         train_view, val_view = self._view(self.train_items, True), self._view(self.val_items, False)
-        ckpt = self.out / "checkpoint"
+        ckpt = self.out / CHECKPOINT
         state: dict[str, Any] = {"epoch": -1, "best_map": -1.0, "best_epoch": -1,
                                  "stale": 0, "history": [], "images_seen": 0, "train_seconds": 0.0}
         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -369,7 +378,9 @@ class Trainer:
             "world_size": self.ctx.world_size}
         if self.spec.label_embeddings is None:
             self.spec.label_embeddings = self._label_embeddings(self.spec.labels)
-        save_model(model, self.spec, self.out)
+        staged = staging_dir(self.out)
+        save_model(model, self.spec, staged)
+        publish(staged, self.out)
         return {"model": str(self.out.resolve()), "model_id": self.spec.model_id,
                 "best_epoch": state["best_epoch"], "epochs_run": state["epoch"] + 1,
                 "metrics": self.spec.metrics["val"], "images_per_second": round(throughput, 2),

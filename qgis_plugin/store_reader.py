@@ -1,0 +1,41 @@
+"""Read-only access to an annotation store from the plugin (no engine import).
+
+Writes always go through the engine; the plugin only reads the store's small tables.
+"""
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Iterator
+
+LABEL_SEPARATOR = "; "  # as engine.store.annotation_store writes label sets
+
+
+@contextmanager
+def read_store(store: str) -> Iterator[sqlite3.Connection]:
+    """A read-only SQLite connection to ``store``. The path goes through a proper
+    ``file:`` URI, so names holding '#', '%' or '?' open the right file and a missing
+    store is an error rather than a new empty file."""
+    uri = Path(store).resolve().as_uri() + "?mode=ro"
+    with closing(sqlite3.connect(uri, uri=True)) as conn:
+        yield conn
+
+
+def store_labels(store: str) -> list[str]:
+    with read_store(store) as conn:
+        return [r[0] for r in conn.execute("SELECT label FROM label_columns ORDER BY position")]
+
+
+def label_columns(store: str) -> list[tuple[str, str]]:
+    """(label, p_<label> column) pairs in model order."""
+    with read_store(store) as conn:
+        return conn.execute("SELECT label, column_name FROM label_columns "
+                            "ORDER BY position").fetchall()
+
+
+def split_labels(text: str | None) -> list[str]:
+    """The labels of a ``; ``-joined label text (a NULL attribute gives none)."""
+    if not isinstance(text, str):
+        return []
+    return [l for l in text.split(LABEL_SEPARATOR) if l]
