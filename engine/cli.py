@@ -8,8 +8,11 @@ events of the job protocol (DESIGN.md).
 from __future__ import annotations
 
 import argparse
+import errno
 import json
+import shutil
 import signal
+import sqlite3
 import sys
 import traceback
 from pathlib import Path
@@ -377,11 +380,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _low_on_space(args: argparse.Namespace) -> bool:
+    """Whether a folder the job writes into (its store or output) has under 1 MB free."""
+    for name in ("store", "out", "attention_dir"):
+        value = getattr(args, name, None)
+        folder = Path(value).parent if value else None
+        while folder is not None and not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if folder is not None and shutil.disk_usage(folder).free < 1 << 20:
+            return True
+    return False
+
+
+def environment_error(exc: Exception, args: argparse.Namespace) -> TileLabelError | None:
+    """The user-fixable cause of an OS or SQLite error (full disk, read-only file, a
+    store locked by another program), as a TileLabelError; None when it is none of them."""
+    text = str(exc)
+    if isinstance(exc, sqlite3.Error) and _low_on_space(args):
+        return TileLabelError("the disk is full: free space and run again; the store keeps "
+                              "everything committed before")
+    if isinstance(exc, sqlite3.DatabaseError):
+        if "locked" in text or "busy" in text:
+            return TileLabelError(
+                "the store is locked by another program (QGIS with an open attribute table "
+                "or edit session, a database browser...): save or close that, then run again")
+        if "unable to open" in text:
+            return TileLabelError(
+                "cannot open the store: its folder is not writable, and SQLite needs to write "
+                "its -wal/-shm companion files beside the store. Copy the store to a writable "
+                "folder, or fix the folder's permissions")
+        if "readonly" in text or "read-only" in text:
+            return TileLabelError("the store is read-only (file or folder permissions, a "
+                                  "read-only disk): make it writable or work on a copy")
+        if "full" in text:
+            return TileLabelError("the disk is full: free space and run again; the store "
+                                  "keeps everything committed before")
+        if "malformed" in text or "not a database" in text:
+            return TileLabelError(f"the store is damaged ({text}); restore it from a backup")
+        return None
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TileLabelError(f"the disk is full ({exc.filename or text}): free space and run "
+                              "again; files already complete are kept")
+    if isinstance(exc, OSError) and exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return TileLabelError(f"cannot write {exc.filename or ''}: {exc.strerror}; choose a "
+                              "writable folder or fix its permissions")
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    reporter = Reporter(json_lines=getattr(args, "json_progress", False))
     handler: Callable = _raise_interrupt
-    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGTERM, handler)  # first, so an early SIGTERM also exits 130
+    try:
+        args = build_parser().parse_args(argv)
+    except (JobInterrupted, KeyboardInterrupt):
+        return 130
+    reporter = Reporter(json_lines=getattr(args, "json_progress", False))
     try:
         return args.func(args, reporter)
     except TileLabelError as exc:
@@ -389,14 +442,27 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         reporter.error(str(exc), exc.exit_code)
         return exc.exit_code
+    except (sqlite3.Error, OSError) as exc:
+        known = environment_error(exc, args)
+        if known is None:
+            return _internal_error(exc, args.debug, reporter)
+        if args.debug:
+            traceback.print_exc()
+        reporter.error(str(known), known.exit_code)
+        return known.exit_code
     except (JobInterrupted, KeyboardInterrupt):
         reporter.error("interrupted; the store keeps every tile written before the stop", 130)
         return 130
     except Exception as exc:  # noqa: BLE001 - last resort: report, never die silently
-        traceback.print_exc() if args.debug else None
-        reporter.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug "
-                       "and report it)", 1)
-        return 1
+        return _internal_error(exc, args.debug, reporter)
+
+
+def _internal_error(exc: Exception, debug: bool, reporter: Reporter) -> int:
+    if debug:
+        traceback.print_exception(exc)
+    reporter.error(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug "
+                   "and report it)", 1)
+    return 1
 
 
 if __name__ == "__main__":

@@ -150,3 +150,193 @@ def test_json_progress_reports_errors_as_an_error_event(run_cli, tmp_path):
     events = [json.loads(line) for line in res.out.splitlines()]
     assert events[-1]["event"] == "error" and "raster not found" in events[-1]["message"]
     assert res.code == 2
+
+
+def _float_raster(path: Path, data, transform=None, crs="EPSG:28992") -> Path:
+    import numpy as np
+    import rasterio
+    from rasterio.transform import from_origin
+
+    data = np.asarray(data, np.float32)
+    with rasterio.open(path, "w", driver="GTiff", width=data.shape[2], height=data.shape[1],
+                       count=data.shape[0], dtype="float32", crs=crs,
+                       transform=transform or from_origin(127375, 428250, 0.3, 0.3)) as dst:
+        dst.write(data)
+        dst.descriptions = ("red", "green", "blue")[:data.shape[0]]
+    return path
+
+
+def test_nan_pixels_count_as_nodata_and_no_probability_is_null(run_cli, tmp_path):
+    import numpy as np
+    import sqlite3
+    from contextlib import closing
+
+    all_nan = _float_raster(tmp_path / "nan.tif", np.full((3, 512, 512), np.nan))
+    res = run_cli("annotate", all_nan, "--out", tmp_path / "a.gpkg", "--no-attention",
+                  "--json-progress")
+    assert res.code == 0, res.err
+    result = json.loads(res.out.splitlines()[-1])
+    assert result["tiles_written"] == 0 and result["tiles_skipped_nodata"] == 4
+    half = np.random.default_rng(0).random((3, 512, 512)).astype(np.float32)
+    half[:, :, :200] = np.nan  # the left tiles keep 56 of 256 columns
+    partial = _float_raster(tmp_path / "half.tif", half)
+    assert run_cli("annotate", partial, "--out", tmp_path / "p.gpkg", "--no-attention").code == 0
+    with closing(sqlite3.connect(tmp_path / "p.gpkg")) as conn:
+        columns = [r[0] for r in conn.execute("SELECT column_name FROM label_columns")]
+        rows = conn.execute(f"SELECT valid_fraction, {', '.join(columns)} FROM tiles").fetchall()
+    assert len(rows) == 4 and all(v is not None for row in rows for v in row)
+    assert min(r[0] for r in rows) < 0.5  # the NaN half is not counted as data
+
+
+@pytest.mark.parametrize("degrees", [30, 90])
+def test_rotated_geotransforms_are_refused_with_how_to_warp(run_cli, tmp_path, degrees):
+    import numpy as np
+    from rasterio import Affine
+
+    transform = (Affine.translation(127375, 428250) @ Affine.rotation(degrees)
+                 @ Affine.scale(0.3, -0.3))
+    raster = _float_raster(tmp_path / "rot.tif", np.ones((3, 300, 300)), transform)
+    res = run_cli("annotate", raster, "--out", tmp_path / "r.gpkg")
+    assert_refused(res, "rotated geotransform", "gdalwarp")
+    assert not (tmp_path / "r.gpkg").exists()
+
+
+@pytest.mark.parametrize("field, value, phrase", [
+    ("gsd_m", "0.3", "'gsd_m' must be a number"),
+    ("labels", "water", "'labels' must be a list of names"),
+    ("std", [float("nan")] * 3, "'std' values must be positive finite"),
+])
+def test_model_json_fields_of_the_wrong_type_are_named(run_cli, tmp_path, field, value, phrase):
+    broken = tmp_path / "broken"
+    shutil.copytree(DEFAULT_MODEL, broken)
+    doc = json.loads((broken / "model.json").read_text())
+    doc[field] = value
+    (broken / "model.json").write_text(json.dumps(doc))
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--model", broken)
+    assert_refused(res, phrase)
+    assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_negative_workers_are_refused_before_the_store_is_made(run_cli, tmp_path):
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--workers", "-2")
+    assert_refused(res, "--workers must be at least 1")
+    assert not (tmp_path / "x.gpkg").exists()
+
+
+def test_attention_dir_naming_a_file_is_refused_before_any_tile(run_cli, tmp_path):
+    (tmp_path / "notes.txt").write_text("mine")
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--attention-dir",
+                  tmp_path / "notes.txt")
+    assert_refused(res, "is a file, not a folder")
+    assert not (tmp_path / "x.gpkg").exists() and (tmp_path / "notes.txt").read_text() == "mine"
+
+
+@pytest.fixture
+def read_only_folder(tmp_path):
+    """A folder on a tmpfs remounted read-only, holding a copy of the store; skips where
+    mounting is not allowed. (Root ignores file modes, so a real read-only mount it is.)"""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    yield folder
+    subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _remount_read_only(folder):
+    import subprocess
+
+    subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+
+
+def test_a_read_only_store_is_refused_and_left_as_it_was(run_cli, existing_store,
+                                                         read_only_folder):
+    store = read_only_folder / "existing.gpkg"
+    shutil.copy(existing_store, store)
+    before = digest(store)
+    _remount_read_only(read_only_folder)
+    res = run_cli("annotate", SAMPLE, "--out", store)
+    assert_refused(res, "is not writable")
+    res = run_cli("correct", store, "--tile", "x", "--verify")
+    assert_refused(res)
+    assert "read-only" in res.err or "not writable" in res.err, res.err
+    assert digest(store) == before
+
+
+def test_a_read_only_folder_for_a_new_store_is_refused(run_cli, read_only_folder):
+    _remount_read_only(read_only_folder)
+    res = run_cli("annotate", SAMPLE, "--out", read_only_folder / "x.gpkg")
+    assert_refused(res, "not writable")
+
+
+def test_a_store_with_the_labels_in_another_order_says_so(run_cli, store_copy, tiny_model_factory):
+    from conftest import UCM_LABELS
+
+    model = tiny_model_factory(labels=tuple(reversed(UCM_LABELS)), gsd_m=0.25, tile_px=307,
+                               model_id="reversed")
+    res = run_cli("annotate", SAMPLE, "--out", store_copy, "--model", model)
+    assert_refused(res, "same labels in another order")
+
+
+def test_weights_of_another_label_count_name_the_tensor_that_differs(run_cli, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(DEFAULT_MODEL, broken)
+    doc = json.loads((broken / "model.json").read_text())
+    doc["labels"] = doc["labels"][:-1]
+    doc["thresholds"] = doc["thresholds"][:-1] if doc.get("thresholds") else None
+    (broken / "model.json").write_text(json.dumps(doc))
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--model", broken)
+    assert_refused(res, "size mismatch")
+
+
+def test_a_damaged_checkpoint_or_backbone_file_is_named(run_cli, tmp_path):
+    ucm = f"ucmerced:{DATA / 'ucmerced_mini'}"
+    out = tmp_path / "m"
+    (out / "checkpoint").mkdir(parents=True)
+    (out / "checkpoint" / "state.safetensors").write_bytes(b"\0" * 64)
+    (out / "checkpoint" / "state.json").write_text("{}")
+    res = run_cli("train", "--dataset", ucm, "--out", out, "--resume", "--epochs", "1",
+                  "--image-size", "64", "--freeze-backbone")
+    assert_refused(res, "checkpoint", "damaged")
+    weights = tmp_path / "resnet50.safetensors"
+    weights.write_bytes(b"garbage")
+    res = run_cli("train", "--dataset", ucm, "--out", tmp_path / "r", "--backbone", "resnet50",
+                  "--backbone-weights", weights, "--epochs", "1")
+    assert_refused(res, "resnet50.safetensors", "not a readable safetensors file")
+
+
+def test_gdal_prints_nothing_of_its_own_for_an_unknown_crs(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", str(SAMPLE), "--out",
+                           str(tmp_path / "x.gpkg"), "--extent", "0", "0", "1", "1",
+                           "--extent-crs", "EPSG:999999"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown CRS 'EPSG:999999' for --extent-crs; give a code such as EPSG:4326 or "
+        "EPSG:32633"]
+
+
+def test_sigterm_in_the_first_moments_exits_130(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+
+    proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "annotate", str(SAMPLE),
+                             "--out", str(tmp_path / "x.gpkg")], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(0.6)  # the interpreter has started; torch is still loading
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 130

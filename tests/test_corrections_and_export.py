@@ -114,3 +114,19 @@ def test_ticking_one_label_on_a_multi_selection_through_the_cli(tmp_path, run_cl
     with AnnotationStore.open(store) as s:
         assert [s.tile(t)["final_labels"] for t in pair] == ["trees", "ship; water"]
         assert s.tile(ids[0])["status"] == "verified"  # an older action, untouched
+
+
+def test_store_commands_start_without_pytorch(tmp_path, run_cli):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    store, ids = _reviewed_store(tmp_path, run_cli)
+    probe = ("import sys; from engine.cli import main; "
+             f"code = main(['correct', {str(store)!r}, '--tile', {ids[1]!r}, '--add', 'cars']); "
+             "assert code == 0; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"

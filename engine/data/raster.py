@@ -105,6 +105,12 @@ def open_raster(path: str | Path) -> RasterInfo:
     if info.crs is None or info.transform.is_identity:
         raise RasterError(f"{path} has no georeferencing (no CRS or geotransform); "
                           "georeference it first (e.g. QGIS Georeferencer or gdal_translate -a_srs)")
+    t = info.transform
+    if t.b != 0 or t.d != 0:
+        angle = math.degrees(math.atan2(t.d, t.a))
+        raise RasterError(f"{path} has a rotated geotransform ({angle:.1f} degrees); TileLabel "
+                          "cuts north-up tiles only. Warp it to a north-up grid first, e.g. "
+                          f"gdalwarp {Path(path).name} {Path(path).stem}_northup.tif")
     return info
 
 

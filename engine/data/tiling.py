@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Iterator
 
+import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 from rasterio.warp import transform_bounds
@@ -93,7 +94,8 @@ def extent_window(info: RasterInfo, extent: tuple[float, float, float, float] | 
                           "give MINX MINY MAXX MAXY with MINX < MAXX and MINY < MAXY")
     if extent_crs:
         try:
-            src = CRS.from_user_input(extent_crs)
+            with rasterio.Env():  # GDAL's own error line goes to rasterio's handler, not stderr
+                src = CRS.from_user_input(extent_crs)
         except CRSError as exc:
             raise ExtentError(f"unknown CRS '{extent_crs}' for --extent-crs; give a code such "
                               "as EPSG:4326 or EPSG:32633") from exc

@@ -18,15 +18,16 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from rasterio.errors import RasterioError
 from rasterio.windows import Window, bounds as window_bounds
 
 from engine.data.band_groups import band_groups, check_groups
 from engine.data.bands import match_bands
-from engine.defaults import DEFAULT_MODEL
 from engine.data.raster import RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
+from engine.defaults import DEFAULT_MODEL
 from engine.errors import JobInterrupted, RasterError, StoreError
-from engine.infer.attention_writer import AttentionWriter
+from engine.infer.attention_writer import AttentionWriter, write_failed
 from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources,
                                    reference_raster, stacked_sources)
 from engine.infer.predictor import Predictor, resolve_device
@@ -34,6 +35,8 @@ from engine.infer.tile_reader import TileReader, prefetched_batches
 from engine.models.modelfile import ModelSpec, load_model
 from engine.progress import Reporter
 from engine.store import AnnotationStore, TileRecord
+from engine.store.annotation_store import check_writable, remove_leftovers, use_wal
+from engine.store.job_lock import StoreJobLock
 
 # GDAL's block cache defaults to 5 % of RAM (6 GiB on a 128 GiB GPU host); tiles are read
 # once in grid order, so a small cache is as fast and keeps memory bounded. Read by GDAL
@@ -147,11 +150,23 @@ def attention_path(opts: AnnotateOptions, run_id: str) -> Path:
     return Path(folder) / f"{run_id}.tif"
 
 
+def _open_attention(path: Path, info: RasterInfo, grid: TileGrid, labels: list[str],
+                    tags: dict[str, str]) -> AttentionWriter:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return AttentionWriter(path, info, grid, labels, tags)
+    except (RasterioError, OSError) as exc:
+        raise write_failed(path, exc) from exc
+
+
 def _check_attention_dir(opts: AnnotateOptions) -> None:
     folder = opts.attention_dir or opts.store.with_name(opts.store.stem + "_attention")
     probe = Path(folder)
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise StoreError(f"cannot write attention rasters into {folder}: {probe} is a file, "
+                         "not a folder; choose another --attention-dir")
     if not os.access(probe, os.W_OK):
         raise StoreError(f"cannot write attention rasters into {folder}: not writable; "
                          "choose another --attention-dir")
@@ -162,12 +177,28 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
     t_start = time.perf_counter()
     if opts.batch_size < 1:
         raise StoreError("--batch-size must be at least 1")
+    if opts.workers is not None and opts.workers < 1:
+        raise StoreError(f"--workers must be at least 1 (got {opts.workers})")
     model, spec = load_model(opts.model_dir)
     plan = plan_annotation(opts, spec, reporter)
-    device = resolve_device(opts.device)
+    resolve_device(opts.device)  # an unavailable device is refused before the store is touched
+    check_writable(opts.store)
     if opts.attention:
         _check_attention_dir(opts)
-    store = AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs)
+    with StoreJobLock(opts.store):
+        remove_leftovers(opts.store)
+        with AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs) as store:
+            use_wal(store.conn)
+            stale = store.mark_stale_runs()
+            if stale:
+                reporter.log(f"{stale} earlier run(s) of this store ended without finishing "
+                             "(killed or crashed); their committed tiles are kept", "warning")
+            return _annotate_into(store, opts, spec, model, plan, reporter, t_start)
+
+
+def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, spec: ModelSpec, model,
+                   plan: AnnotatePlan, reporter: Reporter, t_start: float) -> dict:
+    device = resolve_device(opts.device)
     predictor = Predictor(model, spec, device)
     params = asdict(opts)
     run_id = store.begin_run("annotate", params)
@@ -246,8 +277,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
                 counters["written"] += store.write_tiles(records, spec.model_id, run_id)
                 if att is not None and opts.attention:
                     if writer is None:
-                        att_path.parent.mkdir(parents=True, exist_ok=True)
-                        writer = AttentionWriter(att_path, info, grid, spec.labels,
+                        writer = _open_attention(att_path, info, grid, spec.labels,
                                                  {"TILELABEL_RUN": run_id,
                                                   "TILELABEL_MODEL": spec.model_id,
                                                   "TILELABEL_STORE": str(opts.store)})
@@ -255,8 +285,12 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
                         writer.write(batch.tiles[k], att[row])
             done += len(batch.tiles)
             reporter.progress("predict", done, total)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
     finally:
         reader.close()
-        if writer is not None:
-            writer.close()
+    if writer is not None:
+        writer.close()  # checks the file: a failed write fails the run
     return writer is not None

@@ -16,10 +16,12 @@ import numpy as np
 import rasterio
 import torch
 import torch.nn.functional as F
+from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
 from engine.data.raster import RasterInfo
 from engine.data.tiling import Tile, TileGrid
+from engine.errors import StoreError
 
 ATTENTION_PX_PER_TILE = 32
 NODATA = -1.0
@@ -82,8 +84,36 @@ class AttentionWriter:
         xs = np.clip(np.round(np.arange(ax0, ax1) + 0.5 - tx - 0.5).astype(int), 0, nx - 1)
         ys = np.clip(np.round(np.arange(ay0, ay1) + 0.5 - ty - 0.5).astype(int), 0, ny - 1)
         block = up[:, ys][:, :, xs]
-        self.ds.write(block.astype(np.float32), window=Window(ax0, ay0, ax1 - ax0, ay1 - ay0))
+        try:
+            self.ds.write(block.astype(np.float32),
+                          window=Window(ax0, ay0, ax1 - ax0, ay1 - ay0))
+        except (RasterioError, OSError) as exc:
+            raise write_failed(self.path, exc) from exc
 
     def close(self) -> None:
-        if not self.ds.closed:
+        """Flush and close; then read the file back, so that a write GDAL could not
+        complete (a full disk, a vanished folder) fails the run instead of leaving an
+        unreadable GeoTIFF named in the summary."""
+        if self.ds.closed:
+            return
+        try:
             self.ds.close()
+            with rasterio.open(self.path) as check:
+                for band in range(1, check.count + 1):
+                    check.checksum(band)
+        except (RasterioError, OSError) as exc:
+            raise write_failed(self.path, exc) from exc
+
+    def abandon(self) -> None:
+        """Close after a failure elsewhere, without checking the file."""
+        if not self.ds.closed:
+            try:
+                self.ds.close()
+            except (RasterioError, OSError):
+                pass
+
+
+def write_failed(path: Path, exc: Exception) -> StoreError:
+    return StoreError(f"could not write the attention raster {path} ({exc}); the tiles "
+                      "already written stay in the store. Free disk space or choose another "
+                      "--attention-dir and run again (or pass --no-attention)")

@@ -195,6 +195,7 @@ class GroupedTileReader:
         except RasterioError as exc:
             raise RasterError(f"{part.info.path}: reading pixels at column {c0}, row {r0} "
                               f"failed ({exc}); the file may be damaged or truncated") from exc
+        mask &= np.isfinite(data).all(axis=0)  # NaN or inf pixels count as nodata
         values = part.scaling.apply(data)
         for k, r in enumerate(part.rows):
             region = out[r, y0:y0 + h, x0:x0 + w]

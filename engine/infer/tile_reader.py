@@ -3,7 +3,7 @@
 Each worker thread has its own rasterio dataset (GDAL handles are not thread-safe).
 A tile's window is clipped to the raster, read with bilinear resampling straight to the
 model's pixel size (GDAL uses overviews when it can), scaled to [0, 1], normalised, and
-pasted into a tile whose padding and nodata pixels hold the model's mean (zero after
+pasted into a tile whose padding and nodata pixels (NaN included) hold the model's mean (zero after
 normalisation), so they pull predictions nowhere.
 """
 from __future__ import annotations
@@ -89,6 +89,7 @@ class TileReader:
                 raise RasterError(f"{self.info.path}: reading pixels at column {win.col_off},"
                                   f" row {win.row_off} failed ({exc}); the file may be damaged"
                                   " or truncated") from exc
+            mask &= np.isfinite(data).all(axis=0)  # NaN or inf pixels count as nodata
             part = self.scaling.apply(data)
             region = unit[:, y0:y0 + h, x0:x0 + w]
             region[:, mask] = part[:, mask]

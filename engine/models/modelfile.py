@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,16 +62,21 @@ class ModelSpec:
         return list(self.thresholds) if self.thresholds else [0.5] * len(self.labels)
 
     def validate(self, where: str) -> None:
-        """Raise ModelFileError when the fields disagree with each other."""
-        problems = []
+        """Raise ModelFileError when a field has the wrong type or the fields disagree."""
+        problems = self._type_problems()
+        if problems:
+            raise ModelFileError(f"{where} has fields of the wrong type: " + "; ".join(problems)
+                                 + ". Restore model.json from the model's original copy")
         if not self.labels or len(set(self.labels)) != len(self.labels):
             problems.append("'labels' must be a non-empty list of distinct names")
         if not self.bands:
             problems.append("'bands' must name at least one input band")
         if not (len(self.mean) == len(self.std) == len(self.bands)):
             problems.append(f"'mean' and 'std' need one value per band ({len(self.bands)})")
-        if any(s <= 0 for s in self.std):
-            problems.append("'std' values must be positive")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in self.mean):
+            problems.append("'mean' values must be finite numbers")
+        if not all(isinstance(v, (int, float)) and v > 0 and math.isfinite(v) for v in self.std):
+            problems.append("'std' values must be positive finite numbers")
         if not self.gsd_m > 0:
             problems.append("'gsd_m' must be a positive number of metres per pixel")
         if not self.tile_px >= 32:
@@ -79,6 +85,38 @@ class ModelSpec:
             problems.append("'thresholds' needs one value per label")
         if problems:
             raise ModelFileError(f"{where} is inconsistent: " + "; ".join(problems))
+
+
+    def _type_problems(self) -> list[str]:
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+        def names(v: Any) -> bool:
+            return isinstance(v, list) and all(isinstance(x, str) for x in v)
+
+        def numbers(v: Any) -> bool:
+            return isinstance(v, list) and all(number(x) for x in v)
+
+        checks = [("model_id", isinstance(self.model_id, str), "a text"),
+                  ("arch", isinstance(self.arch, str), "a text"),
+                  ("labels", names(self.labels), "a list of names"),
+                  ("bands", names(self.bands), "a list of band names"),
+                  ("gsd_m", number(self.gsd_m), "a number"),
+                  ("tile_px", isinstance(self.tile_px, int) and not isinstance(self.tile_px, bool),
+                   "a whole number"),
+                  ("mean", numbers(self.mean), "a list of numbers"),
+                  ("std", numbers(self.std), "a list of numbers"),
+                  ("arch_config", isinstance(self.arch_config, dict), "an object"),
+                  ("thresholds", self.thresholds is None or numbers(self.thresholds),
+                   "a list of numbers")]
+        return [f"'{name}' must be {kind}" for name, ok, kind in checks if not ok]
+
+
+def _first_reason(exc: RuntimeError) -> str:
+    """The first concrete mismatch of a load_state_dict error (its first line is only
+    'Error(s) in loading state_dict for ...')."""
+    lines = [l.strip() for l in str(exc).splitlines() if l.strip()]
+    return lines[1] if len(lines) > 1 else lines[0] if lines else type(exc).__name__
 
 
 def _sha256(path: Path) -> str:
@@ -164,7 +202,7 @@ def load_model(directory: Path) -> tuple[nn.Module, ModelSpec]:
         model.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise ModelFileError(f"{weights} does not fit architecture '{spec.arch}' "
-                             f"as described in model.json: {str(exc).splitlines()[0]}") from exc
+                             f"as described in model.json: {_first_reason(exc)}") from exc
     missing = [k for k in model.state_dict() if k not in state
                and not k.endswith("num_batches_tracked")]
     if missing:

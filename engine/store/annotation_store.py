@@ -11,6 +11,7 @@ renamed into place, so a failure while creating it leaves no half-made file behi
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import sqlite3
@@ -85,6 +86,9 @@ class AnnotationStore:
         conn = _connect(path)
         try:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+        except sqlite3.OperationalError:
+            conn.close()
+            raise  # the disk or the file's permissions, not its content (see cli.py)
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise StoreError(f"{path} is not a GeoPackage ({exc}); choose another --out "
@@ -97,6 +101,8 @@ class AnnotationStore:
             _migrate_corrections(conn)
         except sqlite3.OperationalError as exc:
             conn.close()
+            if "readonly" not in str(exc):
+                raise
             raise StoreError(f"{path} was written by an older TileLabel and needs a small "
                              f"upgrade, which failed ({exc}); copy the store to a writable "
                              "folder and open the copy") from exc
@@ -111,12 +117,13 @@ class AnnotationStore:
             store = cls.open(path)
             store.check_compatible(labels, crs)
             return store
-        _check_writable(path)
+        check_writable(path)
         tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             conn = _connect(tmp)
             with conn:
                 _create_schema(conn, labels, crs)
+            use_wal(conn)
             conn.close()
             os.replace(tmp, path)
         finally:
@@ -124,6 +131,10 @@ class AnnotationStore:
         return cls.open(path)
 
     def check_compatible(self, labels: Sequence[str], crs: CRS) -> None:
+        if list(labels) != self.labels and sorted(labels) == sorted(self.labels):
+            raise StoreError(f"{self.path} was written for the same labels in another order "
+                             "(the model's label order differs from the store's); write to a "
+                             "new store or use the model that made this store")
         if list(labels) != self.labels:
             extra = sorted(set(labels) - set(self.labels))
             lacking = sorted(set(self.labels) - set(labels))
@@ -155,6 +166,16 @@ class AnnotationStore:
                               " tiles_written, tiles_skipped_nodata) VALUES (?,?,?,?,?,0,0)",
                               (run_id, command, json.dumps(params, default=str), now(), "running"))
         return run_id
+
+    def mark_stale_runs(self) -> int:
+        """Runs still ``running`` when a job holding the store's lock opens it ended
+        without finishing (killed or crashed): mark them so. Returns how many."""
+        with self.conn:
+            cur = self.conn.execute(
+                "UPDATE runs SET outcome='killed', ended=?, message='the job ended without "
+                "finishing (killed or crashed); the tiles it committed stay' WHERE "
+                "outcome='running'", (now(),))
+        return cur.rowcount
 
     def finish_run(self, run_id: str, outcome: str, tiles_written: int, tiles_skipped: int,
                    message: str = "", outputs: dict[str, Any] | None = None) -> None:
@@ -197,6 +218,10 @@ class AnnotationStore:
         for r in records:
             records_bounds.append(tuple(r.bounds))
             probs = [float(p) for p in r.probabilities]
+            if not all(math.isfinite(p) for p in probs):
+                raise StoreError(f"the model gave tile {r.tile_id} a probability that is not a "
+                                 "number; nothing of this batch was written. The model's "
+                                 "weights or normalisation (model.json mean/std) are broken")
             top = max(range(len(probs)), key=probs.__getitem__)
             text = join_labels(r.predicted)
             rows.append((gpkg.geometry_blob(box(*r.bounds), self.srs_id), r.tile_id, r.raster,
@@ -391,7 +416,8 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _check_writable(path: Path) -> None:
+def check_writable(path: Path) -> None:
+    """Refuse a store path whose folder is missing or read-only, or that is no .gpkg."""
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise StoreError(f"cannot write the store {path}: folder {folder} does not exist; "
@@ -401,6 +427,27 @@ def _check_writable(path: Path) -> None:
                          "choose another --out path")
     if path.suffix.lower() != ".gpkg":
         raise StoreError(f"the store must be a GeoPackage file ending in .gpkg, got {path.name}")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise StoreError(f"the store {path} is read-only; make it writable or choose another "
+                         "--out path")
+
+
+def use_wal(conn: sqlite3.Connection) -> None:
+    """Write-ahead logging, which GeoPackage allows: readers (QGIS with an open attribute
+    table) never block the writer and the writer never blocks them. The store then has
+    ``-wal``/``-shm`` companion files while it is open. Where the file system cannot do
+    WAL (some network shares), SQLite keeps its rollback journal."""
+    try:
+        conn.execute("PRAGMA journal_mode=WAL")
+    except sqlite3.OperationalError:
+        pass
+
+
+def remove_leftovers(path: Path) -> None:
+    """Delete hidden temporary files of a store creation that was killed half way
+    (``.<name>.<hex>.tmp``); call only while holding the store's job lock."""
+    for leftover in Path(path).parent.glob(f".{Path(path).name}.*.tmp"):
+        leftover.unlink(missing_ok=True)
 
 
 def _create_schema(conn: sqlite3.Connection, labels: Sequence[str], crs: CRS) -> None:

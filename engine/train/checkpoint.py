@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from engine.errors import TileLabelError
@@ -43,8 +44,14 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     """Restore model and optimizer; returns (state, best weights)."""
     if not (folder / STATE).is_file() or not (folder / TENSORS).is_file():
         raise TileLabelError(f"no checkpoint to resume in {folder}")
-    tensors = load_file(str(folder / TENSORS))
-    state = json.loads((folder / STATE).read_text())
+    try:
+        tensors = load_file(str(folder / TENSORS))
+        state = json.loads((folder / STATE).read_text())
+        if not isinstance(state, dict) or "param_groups" not in state:
+            raise ValueError("state.json lacks the optimizer's parameter groups")
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise TileLabelError(f"the checkpoint in {folder} is damaged ({exc}); start over "
+                             "with --overwrite instead of --resume") from exc
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
     opt_state: dict[int, dict[str, torch.Tensor]] = {}

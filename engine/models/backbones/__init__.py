@@ -63,8 +63,13 @@ def _read_resnet_weights(path: Path) -> dict[str, torch.Tensor]:
             "Convert a checkpoint you trust with: python -c \"import torch, safetensors.torch "
             f"as s; s.save_file(torch.load('{path}', weights_only=True), "
             f"'{path.with_suffix('.safetensors')}')\"")
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise ModelFileError(f"{path} is not a readable safetensors file ({exc}); convert the "
+                             "weights again or download them anew") from exc
 
 
 def build_backbone(name: str, in_bands: int, pretrained: bool = False,
