@@ -82,6 +82,22 @@ def test_gpkg_dataset_trains_on_corrected_and_verified_tiles_only(tmp_path, run_
     assert d.read(water)["red"].shape == (256, 256)
 
 
+def test_gpkg_dataset_reads_tiles_of_a_raster_whose_path_holds_a_bar(tmp_path, run_cli):
+    import shutil
+
+    from conftest import SAMPLE
+    from engine.store import AnnotationStore
+
+    raster = tmp_path / "scene|2024.tif"
+    shutil.copy(SAMPLE, raster)
+    store = tmp_path / "s.gpkg"
+    assert run_cli("annotate", raster, "--out", store, "--no-attention").code == 0
+    with AnnotationStore.open(store) as s:
+        s.add_correction([s.conn.execute("SELECT tile_id FROM tiles").fetchone()[0]], ["water"])
+    d = open_dataset(f"gpkg:{store}")
+    assert d.read(d.samples[0])["red"].shape == (256, 256)
+
+
 @pytest.mark.parametrize("spec,message", [
     ("ucmerced", "KIND:PATH"),
     ("lidar:/tmp", "unknown dataset kind"),
