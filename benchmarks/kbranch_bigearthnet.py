@@ -28,7 +28,7 @@ from pathlib import Path
 
 import torch
 
-from engine.data.band_groups import band_groups
+from engine.band_groups import band_groups
 from engine.models.modelfile import load_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -9,6 +9,7 @@ losses). The ResNet baseline needs ImageNet ResNet weights, which are not packag
 pass ``--resnet-weights FILE.safetensors`` to include it.
 
 Usage: python benchmarks/model_comparison.py [--dataset DIR] [--epochs N] [--arch NAME ...]
+       [--keep DIR]   (keep every trained model as DIR/<name>, for attention_localisation.py)
 """
 from __future__ import annotations
 
@@ -71,6 +72,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--arch", action="append", help="only these architectures")
     ap.add_argument("--resnet-weights", help="ImageNet ResNet-50 weights (.safetensors)")
+    ap.add_argument("--keep", type=Path, help="keep the trained models in this folder")
     args = ap.parse_args()
     runs = [r for r in RUNS if not args.arch or r[0] in args.arch]
     if args.resnet_weights:
@@ -78,8 +80,9 @@ def main() -> None:
     data = UCMercedMultiLabel.open(args.dataset)
     rows = []
     for arch, config in runs:
-        m = train_and_measure(data, arch, config, args.epochs)
         name = arch + (f" ({config['variant']})" if "variant" in config else "")
+        keep = args.keep / name.replace(" (", "-").rstrip(")") if args.keep else None
+        m = train_and_measure(data, arch, config, args.epochs, keep)
         rows.append(f"| {name} | {m['OF1']:.3f} | {m['CF1']:.3f} | {m['mAP_macro']:.3f} | "
                     f"{m['ms']:.1f} | {m['params'] / 1e6:.2f} M | {m['minutes']:.1f} |")
         print(rows[-1], flush=True)

@@ -175,14 +175,20 @@ class TileLabelDock(QDockWidget):
         self.iface.messageBar().pushMessage("TileLabel", message, level=Qgis.Critical,
                                             duration=0)
 
-    def _run(self, description: str, job: list[str], on_done) -> EngineJob | None:
+    def _run(self, description: str, job: list[str], on_done,
+             exclusive: bool = True) -> EngineJob | None:
+        """Start an engine job. An ``exclusive`` one (annotate, export, retrain) disables
+        those buttons until it ends, so a double click never starts two jobs on a store."""
         python = self._engine()
         if python is None:
             return None
         task = EngineJob(description, python, job)
         task.signals.event.connect(self._on_event)
         task.signals.done.connect(lambda outcome: self._finished(task, outcome, on_done))
+        task.exclusive = exclusive
         self.jobs.add(task)
+        if exclusive:
+            self._set_jobs_enabled(False)
         self.progress.setValue(0)
         self.cancel_button.setEnabled(True)
         self.status.setText(description + "...")
@@ -196,9 +202,15 @@ class TileLabelDock(QDockWidget):
         elif event.get("event") == "log" and "epoch_metrics" in event:
             self.train_status.setText(event["message"])
 
+    def _set_jobs_enabled(self, enabled: bool) -> None:
+        for button in (self.annotate_button, self.export_button, self.retrain_button):
+            button.setEnabled(enabled)
+
     def _finished(self, task: EngineJob, outcome: JobOutcome, on_done) -> None:
         self.jobs.discard(task)
         self.cancel_button.setEnabled(bool(self.jobs))
+        if not any(getattr(j, "exclusive", False) for j in self.jobs):
+            self._set_jobs_enabled(True)
         self._set_review_enabled(True)
         self.last_outcome = outcome
         if outcome.cancelled:
@@ -267,6 +279,9 @@ class TileLabelDock(QDockWidget):
         self._remove_old_tiles_layer()
         self.tiles_layer, _ = add_annotation_layers(result["store"], result.get("attention"), name)
         self.tiles_layer.selectionChanged.connect(self.show_selection)
+        self.raster_combo.setExceptedLayerList(  # attention layers are not rasters to annotate
+            [l for l in QgsProject.instance().mapLayers().values()
+             if l.name().startswith("attention: ")])
         self.iface.setActiveLayer(self.tiles_layer)
         self.status.setText(tr("Annotated {} tiles ({} nodata skipped) in {} s.").format(
             result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
@@ -345,7 +360,8 @@ class TileLabelDock(QDockWidget):
         job = ["correct", self.store_path, *[a for t in ids for a in ("--tile", t)], *what]
         # One correction at a time, so they reach the store in the order they were made.
         self._set_review_enabled(False)
-        if self._run(description, job, lambda result: self._corrected(result)) is None:
+        if self._run(description, job, lambda result: self._corrected(result),
+                     exclusive=False) is None:
             self._set_review_enabled(True)
 
     def _set_review_enabled(self, enabled: bool) -> None:

@@ -4,46 +4,74 @@ Only called on the main thread (from a task's ``finished``), as QGIS requires.
 """
 from __future__ import annotations
 
-import colorsys
 from pathlib import Path
 
 from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsFillSymbol,
                        QgsLayerTreeGroup, QgsPalLayerSettings, QgsProject, QgsRasterLayer,
                        QgsRasterShader, QgsRendererCategory, QgsSingleBandPseudoColorRenderer,
-                       QgsVectorLayer, QgsVectorLayerSimpleLabeling)
+                       QgsTextBufferSettings, QgsTextFormat, QgsVectorLayer,
+                       QgsVectorLayerSimpleLabeling, QgsBilinearRasterResampler)
 from qgis.PyQt.QtGui import QColor
 
 from .store_reader import read_store, store_labels
 
-# The label shown for a tile: its predicted top label, or the first of its final labels
-# once an analyst corrected or verified it.
-DISPLAY_EXPRESSION = ("if(\"status\" = 'predicted', \"top_label\", "
-                      "coalesce(regexp_substr(\"final_labels\", '^([^;]+)'), 'none'))")
-ATTENTION_SHOWN = 3  # attention layers visible at first: the most frequent top labels
+ATTENTION_SHOWN = 1  # attention layers visible at first: the most frequent top label
 GROUP_PREFIX = "TileLabel: "
 
 
+# A qualitative palette of distinct colours (Kelly's 22 minus white and black), so that
+# neighbouring categories never look alike; "none" is grey.
+PALETTE = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#848482",
+           "#008856", "#E68FAC", "#0067A5", "#F99379", "#604E97", "#F6A600", "#B3446C",
+           "#DCD300", "#882D17", "#8DB600", "#654522", "#E25822", "#2B3D26"]
+NONE_COLOUR = "#9E9E9E"
+FILL_OPACITY = 0.15          # tiles are outlines with a light fill: the imagery stays visible
+LABELS_MIN_SCALE = 25_000    # tile labels hidden when zoomed out beyond 1:25,000
+# The label shown for a tile: its top predicted label, or its first final label once an
+# analyst corrected or verified it, the first of its final labels.
+DISPLAY_EXPRESSION = ("if(\"status\" = 'predicted', \"top_label\", "
+                      "coalesce(regexp_substr(\"final_labels\", '^([^;]+)'), 'none'))")
+SHORT_LABEL = ("coalesce(" + DISPLAY_EXPRESSION + ", '') || if(\"n_labels\" > 1 AND "
+               "\"status\" = 'predicted', ' +' || to_string(\"n_labels\" - 1), '') || "
+               "if(\"status\" != 'predicted', ' \u2713', '')")
+
+
 def label_colour(i: int, n: int) -> QColor:
-    r, g, b = colorsys.hsv_to_rgb(i / max(n, 1), 0.65, 0.9)
-    return QColor(int(r * 255), int(g * 255), int(b * 255))
+    return QColor(PALETTE[i % len(PALETTE)])
 
 
 def style_tiles(layer: QgsVectorLayer, labels: list[str]) -> None:
-    """Categorised by displayed label, a thicker outline for reviewed tiles, labelled."""
+    """Outlines coloured by the displayed label over a light fill; reviewed tiles thick,
+    edge tiles dashed; short haloed labels hidden at small scales."""
     categories = []
     for i, label in enumerate(labels + ["none"]):
+        colour = QColor(NONE_COLOUR) if label == "none" else label_colour(i, len(labels))
+        fill = QColor(colour)
+        fill.setAlphaF(FILL_OPACITY)
         symbol = QgsFillSymbol.createSimple({
-            "color": label_colour(i, len(labels)).name(QColor.HexArgb),
-            "outline_color": "#303030", "outline_width": "0.3"})
-        symbol.setOpacity(0.45)  # the imagery stays readable under the tiles
-        symbol.symbolLayer(0).setDataDefinedProperty(
-            symbol.symbolLayer(0).PropertyStrokeWidth,
-            _property("if(\"status\" = 'predicted', 0.3, 1.0)"))
+            "color": fill.name(QColor.HexArgb), "outline_color": colour.name(),
+            "outline_width": "0.4"})
+        layer0 = symbol.symbolLayer(0)
+        layer0.setDataDefinedProperty(layer0.PropertyStrokeWidth,
+                                      _property("if(\"status\" = 'predicted', 0.4, 1.2)"))
+        layer0.setDataDefinedProperty(layer0.PropertyStrokeStyle,
+                                      _property("if(\"edge\" = 1, 'dash', 'solid')"))
         categories.append(QgsRendererCategory(label, symbol, label))
     layer.setRenderer(QgsCategorizedSymbolRenderer(DISPLAY_EXPRESSION, categories))
     settings = QgsPalLayerSettings()
-    settings.fieldName = "coalesce(\"final_labels\", '') || '\\n' || \"status\""
+    settings.fieldName = SHORT_LABEL
     settings.isExpression = True
+    settings.placement = QgsPalLayerSettings.OverPoint  # at the tile's centre, not beside it
+    text = QgsTextFormat()
+    buffer = QgsTextBufferSettings()
+    buffer.setEnabled(True)
+    buffer.setSize(1.0)
+    buffer.setColor(QColor("white"))
+    text.setBuffer(buffer)
+    text.setSize(8)
+    settings.setFormat(text)
+    settings.scaleVisibility = True
+    settings.minimumScale = LABELS_MIN_SCALE  # QGIS: the most zoomed-out scale shown
     layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
     layer.setLabelsEnabled(True)
     layer.triggerRepaint()
@@ -54,41 +82,69 @@ def _property(expression: str):
     return QgsProperty.fromExpression(expression)
 
 
-def style_attention(layer: QgsRasterLayer, band: int) -> None:
-    """Singleband pseudocolour, transparent below 0.5, yellow to red above."""
+def style_attention(layer: QgsRasterLayer, band: int, label: str, colour: QColor) -> None:
+    """One hue per label, from transparent (low attention) to strong (high), bilinear."""
     ramp = QgsColorRampShader(0.0, 1.0)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
+    clear, strong = QColor(colour), QColor(colour)
+    clear.setAlpha(0)
+    strong.setAlpha(200)
     ramp.setColorRampItemList([
-        QgsColorRampShader.ColorRampItem(0.0, QColor(255, 255, 0, 0), "0"),
-        QgsColorRampShader.ColorRampItem(0.5, QColor(255, 255, 0, 0), "0.5"),
-        QgsColorRampShader.ColorRampItem(0.75, QColor(255, 160, 0, 150), "0.75"),
-        QgsColorRampShader.ColorRampItem(1.0, QColor(220, 0, 0, 210), "1")])
+        QgsColorRampShader.ColorRampItem(0.0, clear, f"attention for {label}: low"),
+        QgsColorRampShader.ColorRampItem(0.15, clear, ""),
+        QgsColorRampShader.ColorRampItem(1.0, strong, "high")])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)
-    layer.setRenderer(QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader))
+    renderer = QgsSingleBandPseudoColorRenderer(layer.dataProvider(), band, shader)
+    layer.setRenderer(renderer)
+    layer.resampleFilter().setZoomedInResampler(QgsBilinearRasterResampler())
+    layer.resampleFilter().setZoomedOutResampler(QgsBilinearRasterResampler())
     layer.triggerRepaint()
+
+
+def tiles_layer_of(store: str, project: QgsProject | None = None) -> QgsVectorLayer | None:
+    """The project's layer showing ``store``'s tiles, if there is one."""
+    target = str(Path(store).resolve())
+    for layer in (project or QgsProject.instance()).mapLayers().values():
+        if isinstance(layer, QgsVectorLayer) and layer.providerType() == "ogr":
+            path = layer.source().split("|")[0]
+            if "layername=tiles" in layer.source() and Path(path).exists() \
+                    and str(Path(path).resolve()) == target:
+                return layer
+    return None
 
 
 def add_annotation_layers(store: str, attention: str | None, name: str,
                           project: QgsProject | None = None) -> tuple[QgsVectorLayer, list[QgsRasterLayer]]:
-    """Add the tiles layer and an attention sub-group under a 'TileLabel: name' group."""
+    """Show a store: its tiles layer and this run's attention layers under a
+    'TileLabel: name' group. A store already shown is reloaded and restyled, and its
+    attention sub-group replaced by this run's, so re-annotating never stacks layers."""
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.findGroup(GROUP_PREFIX + name) or root.insertGroup(0, GROUP_PREFIX + name)
     labels = store_labels(store)
-    tiles = QgsVectorLayer(f"{store}|layername=tiles", f"{name} tiles", "ogr")
-    if not tiles.isValid():
-        raise RuntimeError(f"QGIS cannot open the tiles layer of {store}")
+    tiles = tiles_layer_of(store, project)
+    if tiles is None:
+        tiles = QgsVectorLayer(f"{store}|layername=tiles", f"{name} tiles", "ogr")
+        if not tiles.isValid():
+            raise RuntimeError(f"QGIS cannot open the tiles layer of {store}")
+        project.addMapLayer(tiles, False)
+        group.insertLayer(0, tiles)
+    else:
+        tiles.dataProvider().reloadData()
+        tiles.updateExtents()
     style_tiles(tiles, labels)
-    project.addMapLayer(tiles, False)
-    group.insertLayer(0, tiles)
     rasters = []
+    for old in [g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
+                and g.name().startswith("attention")]:
+        project.removeMapLayers([l.layerId() for l in old.findLayers()])
+        group.removeChildNode(old)
     if attention and Path(attention).is_file():
-        sub = group.addGroup("attention")
+        sub = group.addGroup(f"attention ({Path(attention).stem})")
         top = _frequent_top_labels(store, ATTENTION_SHOWN)
         for band, label in enumerate(labels, start=1):
             layer = QgsRasterLayer(attention, f"attention: {label}")
-            style_attention(layer, band)
+            style_attention(layer, band, label, label_colour(band - 1, len(labels)))
             project.addMapLayer(layer, False)
             node = sub.addLayer(layer)
             node.setItemVisibilityChecked(label in top)

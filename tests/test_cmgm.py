@@ -90,7 +90,7 @@ def test_each_label_takes_the_part_the_classifier_scores_highest():
     assert assign_parts(part_logits).tolist() == [[1, 0]]
 
 
-def test_label_attention_is_the_map_of_its_assigned_part():
+def test_label_attention_is_the_map_of_its_assigned_part_weighted_by_presence():
     model = tiny_cmgm().eval()
     with torch.no_grad():
         x = torch.randn(2, 3, 64, 64)
@@ -100,7 +100,8 @@ def test_label_attention_is_the_map_of_its_assigned_part():
         choice = assign_parts(model.classifier(parts))
     for b in range(2):
         for label in range(len(LABELS)):
-            torch.testing.assert_close(out.attention[b, label], maps[b, choice[b, label]])
+            p = torch.sigmoid(out.logits[b, label])  # presence-weighted (attention.py)
+            torch.testing.assert_close(out.attention[b, label], p * maps[b, choice[b, label]])
     assert out.logits.shape == (2, len(LABELS))
 
 

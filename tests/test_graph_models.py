@@ -59,14 +59,15 @@ def test_deeplift_lift_maps_are_label_embeddings_times_features():
     model = build("deeplift", request(variant="agcn")).eval()
     feats = torch.randn(1, model.backbone.out_channels, 2, 2)
     labels = model.reembed(model.label_embeddings)
-    expected = (labels @ feats[0].flatten(1)).reshape(len(LABELS), 2, 2) * model.scale
+    labels = torch.nn.functional.normalize(labels, dim=1) * model.gain  # unit rows, gain
+    expected = (labels @ feats[0].flatten(1)).reshape(len(LABELS), 2, 2)  # Eq. 5
     torch.testing.assert_close(model.lift_maps(feats)[0], expected)
     m_c = model.channel_attention(model.lift_maps(feats))
     assert m_c.shape == (1, len(LABELS)) and bool(((m_c > 0) & (m_c < 1)).all())
 
 
-@pytest.mark.parametrize("arch", ["deeplift", "mlgcn", "srdl"])
-def test_graph_models_train_with_decreasing_loss(arch):
+@pytest.mark.parametrize("arch,lr", [("deeplift", 1e-2), ("mlgcn", 1e-2), ("srdl", 1e-2)])
+def test_graph_models_train_with_decreasing_loss(arch, lr):
     import dataclasses
 
     torch.manual_seed(0)
@@ -75,7 +76,7 @@ def test_graph_models_train_with_decreasing_loss(arch):
     model.backbone.eval()
     x = torch.rand(6, 3, 64, 64)
     y = torch.tensor(TABLE, dtype=torch.float32)
-    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
     losses = []
     for _ in range(15):
         opt.zero_grad()

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import DATA
-from engine.data.band_groups import BandGroup, band_groups, input_layout
+from engine.band_groups import BandGroup, band_groups, input_layout
 from engine.data.bigearthnet import S2_BANDS
 from engine.data.datasets import open_dataset
 from engine.errors import TileLabelError
@@ -69,7 +69,9 @@ def test_output_and_attention_shapes():
     assert out.logits.shape == (3, 5)
     assert out.attention.shape == (3, 5, 4, 4)  # R = 16 patches on a 4 x 4 grid
     assert float(out.attention.min()) >= 0 and float(out.attention.max()) <= 1
-    assert torch.allclose(out.attention.flatten(2).amax(dim=2), torch.ones(3, 5))
+    peaks = out.attention.flatten(2).amax(dim=2)
+    assert not torch.allclose(peaks, torch.ones(3, 5))  # no map is scaled to its own peak
+    assert bool((peaks <= torch.sigmoid(out.logits) + 1e-6).all())  # presence-weighted
     assert out.aux["patch_attention"].shape == (3, 4, 16)  # T = 4 rows over R = 16 patches
     nine = tiny_model(patches=9, px10=36)(tiny_batch(b=1, px10=36))
     assert nine.attention.shape == (1, 5, 3, 3)
@@ -93,14 +95,19 @@ def test_multi_attention_rows_are_a_softmax_over_patches():
 
 @torch.no_grad()
 def test_label_attention_mixes_the_rows_of_a():
-    """Each label's map is a mixture of the T softmax rows, scaled to a peak of 1."""
+    """Each label's map is a mixture of the T softmax rows, through the fixed curve
+    p (1 - exp(-R a)) of engine/models/attention.py."""
     model = tiny_model().eval()
     out = model(tiny_batch())
     a = out.aux["patch_attention"]
-    att = out.attention.flatten(2)                                   # [B, C, R]
+    att = out.attention.flatten(2).double()                          # [B, C, R]
+    p = torch.sigmoid(out.logits).double()
+    r = att.shape[-1]
     for b in range(2):
         for c in range(5):
-            mix = att[b, c] / att[b, c].sum()                        # a distribution again
+            mix = -torch.log1p(-att[b, c] / p[b, c]) / r              # the curve inverted
+            assert abs(float(mix.sum()) - 1) < 1e-3                 # a distribution again
+            mix = mix.float()
             weights = torch.linalg.lstsq(a[b].T, mix[:, None]).solution[:, 0]
             assert torch.allclose(a[b].T @ weights, mix, atol=1e-4)
             assert float(weights.min()) > -1e-4 and abs(float(weights.sum()) - 1) < 1e-3

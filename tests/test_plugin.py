@@ -92,11 +92,34 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     assert tiles.crs().authid() == "EPSG:28992"
     assert tiles.renderer().type() == "categorizedSymbol"
     assert {c.value() for c in tiles.renderer().categories()} >= {"water", "buildings", "trees"}
-    attention = group.findGroup("attention")
-    nodes = attention.findLayers()
+    attention = _attention_groups(group)
+    assert len(attention) == 1
+    nodes = attention[0].findLayers()
     assert len(nodes) == 17 and all(n.layer().isValid() for n in nodes)
-    assert 1 <= sum(n.isVisible() for n in nodes) <= 3
+    assert sum(n.isVisible() for n in nodes) == 1  # at most one overlay on at first
     assert "Annotated 16 tiles" in dock.status.text()
+    assert not any(n.layer() in _combo_layers(dock.raster_combo) for n in nodes)
+
+    dock.last_outcome = None  # a second click while the job runs starts nothing
+    qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
+    assert not dock.annotate_button.isEnabled() and len(dock.jobs) == 1
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert dock.annotate_button.isEnabled()
+    layers = QgsProject.instance().mapLayersByName("gorinchem tiles")
+    assert len(layers) == 1 and layers[0] is dock.tiles_layer  # re-annotating updates it
+    assert len(_attention_groups(group)) == 1  # the new run's overlays replace the old
+    assert len(QgsProject.instance().mapLayersByName("attention: water")) == 1
+
+
+def _attention_groups(group):
+    from qgis.core import QgsLayerTreeGroup
+
+    return [g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
+            and g.name().startswith("attention")]
+
+
+def _combo_layers(combo):
+    return [combo.layer(i) for i in range(combo.count())]
 
 
 def test_cancel_stops_the_engine_and_leaves_the_store_consistent(tmp_path, qtbot, qgis_iface,

@@ -21,13 +21,12 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.band_groups import S2_RESOLUTION_M
 from engine.data.bigearthnet_labels import LABELS_19, LABELS_43, to_19
 from engine.data.datasets import MultiLabelDataset, Sample, _check_split
 from engine.errors import TileLabelError
 
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
-S2_RESOLUTION_M = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20,
-                   "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20}
 QUANTIFICATION = 10000.0
 PATCH_PX = 120
 

@@ -21,7 +21,7 @@ import numpy as np
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, bounds as window_bounds
 
-from engine.data.band_groups import band_groups, check_groups
+from engine.band_groups import band_groups, check_groups
 from engine.data.bands import match_bands
 from engine.data.raster import RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
@@ -30,7 +30,8 @@ from engine.errors import JobInterrupted, RasterError, StoreError
 from engine.infer.attention_writer import AttentionWriter, write_failed
 from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources,
                                    reference_raster, stacked_sources)
-from engine.infer.predictor import Predictor, resolve_device
+from engine.device import resolve_device
+from engine.infer.predictor import Predictor
 from engine.infer.tile_reader import TileReader, prefetched_batches
 from engine.models.modelfile import ModelSpec, load_model
 from engine.progress import Reporter

@@ -28,7 +28,7 @@ from rasterio.enums import Resampling
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, from_bounds
 
-from engine.data.band_groups import BandGroup
+from engine.band_groups import BandGroup
 from engine.data.bands import canonical, is_sentinel2_band, match_bands
 from engine.data.raster import PixelScaling, RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile

@@ -7,20 +7,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.errors import TileLabelError
 from engine.models.modelfile import ModelSpec
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` picks CUDA when available; asking for CUDA without it is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise TileLabelError("--device cuda was asked for but no CUDA GPU is visible to "
-                             "PyTorch; use --device cpu or auto")
-    if name not in ("cpu", "cuda"):
-        raise TileLabelError(f"unknown device '{name}'; use auto, cpu or cuda")
-    return torch.device(name)
 
 
 class Predictor:

@@ -7,15 +7,21 @@
   cos < alpha do not count (alpha = 0.1). Fitted when the model is built (seeded, ~1 s)
   and kept in the weights.
 - Backbone features reduced by a 1x1 convolution to I [C, H, W] (C = 512 here).
-- Cross-modality transformer (Eq. 6): two 1x1 convolutions with BN and ReLU project I to
-  the embedding space, I_s.
+- Cross-modality transformer (Eq. 6): two 1x1 convolutions with BN project I to the
+  embedding space, I_s; ReLU after the first only. Choice: with a ReLU after the second
+  too, I_s and the (post-ReLU) ASGE embeddings are both non-negative, every cosine is
+  >= 0, the ReLU of Eq. 7 never acts and the maps came out flat (normalised entropy
+  0.74); without it a location can point away from a label and Eq. 7 zeroes it.
 - Category-wise attention (Eq. 7-8): z_k^i = ReLU(cos(I_s^i, e_k)), a_k^i = z_k^i / sum_i z_k^i.
 - Category features and classifiers (Eq. 9-10): h_k = sum_i a_k^i I^i, y_k = w_k^T h_k + b_k.
 - MS-CMA (Eq. 11): the same head on several backbone stages (here the stride-16 and
   stride-32 maps of EfficientNet-Lite0, or layer3/layer4 of a ResNet); the probabilities
   are averaged and returned as logits.
 - The class-imbalance loss of Eq. 12 is the trainer's ``--loss imbalance-bce``.
-Attention for the analyst: a_k scaled by its maximum over the locations.
+Attention for the analyst: z_k, the ReLU cosine of Eq. 7 (in [0, 1] on a fixed scale;
+a_k is z_k normalised per tile, which the contract forbids showing), weighted by the
+label's probability. MS-CMA shows the mean of its scales' z_k at the finest scale's
+resolution (the coarser map upsampled bilinearly), as Eq. 11 averages their scores.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ from torch import nn
 
 from engine.errors import ModelFileError
 from engine.graph.label_graph import LabelGraph
+from engine.models.attention import presence_weighted
 from engine.models.backbones import build_backbone
 from engine.models.output import ModelOutput
 
@@ -95,22 +102,28 @@ class CrossModalityHead(nn.Module):
         self.cmt = nn.Sequential(nn.Conv2d(FEATURE_DIM, embed_dim, 1, bias=False),
                                  nn.BatchNorm2d(embed_dim), nn.ReLU(),
                                  nn.Conv2d(embed_dim, embed_dim, 1, bias=False),
-                                 nn.BatchNorm2d(embed_dim), nn.ReLU())
+                                 nn.BatchNorm2d(embed_dim))  # signed: see the docstring
         self.weight = nn.Parameter(torch.randn(n_labels, FEATURE_DIM) * FEATURE_DIM ** -0.5)
         self.bias = nn.Parameter(torch.zeros(n_labels))
 
-    def attention(self, feats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
-        """a [B, N, M]: ReLU cosine similarity (Eq. 7), normalised over locations (Eq. 8)."""
+    def similarity(self, feats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """z [B, N, M]: ReLU of the cosine between each location and each label (Eq. 7)."""
         i_s = F.normalize(self.cmt(feats).flatten(2), dim=1)            # [B, Ce, M]
-        z = F.relu(torch.einsum("nc,bcm->bnm", F.normalize(embeddings, dim=1), i_s))
+        return F.relu(torch.einsum("nc,bcm->bnm", F.normalize(embeddings, dim=1), i_s))
+
+    def attention(self, feats: torch.Tensor, embeddings: torch.Tensor) -> torch.Tensor:
+        """a [B, N, M]: z normalised over locations (Eq. 8)."""
+        z = self.similarity(feats, embeddings)
         return z / z.sum(-1, keepdim=True).clamp(min=1e-6)
 
     def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits [B, N] and z [B, N, H, W] (the map the analyst sees)."""
         i = self.reduce(feats)
-        a = self.attention(i, embeddings)
+        z = self.similarity(i, embeddings)
+        a = z / z.sum(-1, keepdim=True).clamp(min=1e-6)                   # Eq. 8
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
-        return logits, a.reshape(*a.shape[:2], *feats.shape[-2:])
+        return logits, z.reshape(*z.shape[:2], *feats.shape[-2:])
 
 
 @dataclass
@@ -141,15 +154,17 @@ class CMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         maps = self.backbone.forward_stages(x, self.stages)
-        probs, attention = [], None
+        probs, similarities = [], []
         for stage in self.stages:
-            logits, a = self.heads[stage](maps[stage], self.label_embeddings)
+            logits, z = self.heads[stage](maps[stage], self.label_embeddings)
             probs.append(torch.sigmoid(logits))
-            if stage == "stride32" or attention is None:
-                attention = a
+            similarities.append(z)
         p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)             # Eq. 11
-        shown = attention / attention.amax(dim=(2, 3), keepdim=True).clamp(min=1e-6)
-        return ModelOutput(torch.log(p) - torch.log1p(-p), shown.detach(), {})
+        logits = torch.log(p) - torch.log1p(-p)
+        size = similarities[0].shape[-2:]                                # the finest scale
+        z = torch.stack([F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+                         if s.shape[-2:] != size else s for s in similarities]).mean(0)
+        return ModelOutput(logits, presence_weighted(z.detach(), logits), {})
 
 
 def embedding_cosines(model: CMA) -> np.ndarray:

@@ -35,7 +35,9 @@ the training data (``--variant 20m+60m`` trains one for rasters without 10 m ban
 
 Attention for the analyst, per label c on the patch grid: the rows of A mixed by how
 much label c's score draws on each row, pi_ct proportional to max(0, sum_j W_c[t, j]
-Psi[t, j]) (uniform when no row speaks for c), a_c = sum_t pi_ct A_t, shown as a_c / max.
+Psi[t, j]) (uniform when no row speaks for c), a_c = sum_t pi_ct A_t (sums to 1 over
+the R patches), shown as (1 - exp(-R a_c)) times the label's probability: a fixed curve,
+the same for every tile and label (engine/models/attention.py).
 """
 from __future__ import annotations
 
@@ -47,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import ModelFileError, TileLabelError
+from engine.models.attention import distribution_to_unit, presence_weighted
 from engine.models.output import ModelOutput
 
 PATCHES = 16
@@ -213,13 +216,15 @@ class KBranch(nn.Module):
                            {"patch_attention": a, "descriptors": omega})
 
     def label_attention(self, a: torch.Tensor, psi: torch.Tensor) -> torch.Tensor:
-        """[B, C, g, g] in [0, 1]: rows of A weighted by their share in each label's score."""
+        """[B, C, g, g] in [0, 1]: rows of A weighted by their share in each label's score
+        (a distribution over the R patches), brought to [0, 1] by the fixed curve
+        1 - exp(-R a) and weighted by the label's probability (engine/models/attention.py)."""
         w = self.classifier.weight.reshape(self.cfg.n_labels, self.cfg.attention_rows, -1)
         share = F.relu(torch.einsum("ctj,btj->bct", w, psi))         # [B, C, T]
         total = share.sum(dim=2, keepdim=True)
         uniform = torch.full_like(share, 1.0 / self.cfg.attention_rows)
         pi = torch.where(total > 0, share / total.clamp(min=1e-12), uniform)
-        att = pi @ a                                                 # [B, C, R]
-        att = att / att.amax(dim=2, keepdim=True).clamp(min=1e-12)
+        att = distribution_to_unit(pi @ a, dim=2)                    # [B, C, R], fixed curve
         g = self.cfg.grid
-        return att.reshape(att.shape[0], self.cfg.n_labels, g, g)
+        maps = att.reshape(att.shape[0], self.cfg.n_labels, g, g)
+        return presence_weighted(maps, self.classifier(psi.flatten(1)))

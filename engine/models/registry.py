@@ -103,7 +103,7 @@ def _cmgm(r: BuildRequest) -> nn.Module:
 
 
 def _kbranch(r: BuildRequest) -> nn.Module:
-    from engine.data.band_groups import band_groups
+    from engine.band_groups import band_groups
     from engine.models.kbranch import PATCHES, BranchInput, KBranch, KBranchConfig
 
     groups = band_groups(r.arch_config)

@@ -8,10 +8,10 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from engine.data.band_groups import band_groups
+from engine.band_groups import band_groups
 from engine.data.datasets import open_dataset
 from engine.errors import TileLabelError
-from engine.infer.predictor import resolve_device
+from engine.device import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import load_model
 from engine.progress import Reporter

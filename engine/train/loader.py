@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from engine.data.band_groups import BandGroup
+from engine.band_groups import BandGroup
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 

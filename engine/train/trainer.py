@@ -34,11 +34,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, SequentialSampler
 
-from engine.data.band_groups import MULTI_RESOLUTION_ARCHS, band_groups, input_layout
+from engine.band_groups import MULTI_RESOLUTION_ARCHS, band_groups, input_layout
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
-from engine.infer.predictor import resolve_device
+from engine.device import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
 from engine.models.registry import ARCHITECTURES

@@ -35,7 +35,12 @@ Training (Section 3.3 and 4.1.2; ``schedule_step`` is called by the trainer each
   the trainer's AdamW serves both, its learning-rate schedule restarting at stage 2
   (``training_stages``), and only stage-2 epochs can be kept as the best model.
 The channel grouping is initialised from peak-response clustering of training images
-(``prepare_from_data``, called by the trainer before the first epoch).
+(``prepare_from_data``, called by the trainer before the first epoch), on backbone
+channels that W1's 1x1 layer is initialised to select.
+
+Attention for the analyst: each label's assigned part map M_n (Eq. 1's choice), already
+on the fixed sigmoid scale of rmam.py, weighted by the label's probability
+(engine/models/attention.py).
 
 Defaults are the paper's where it gives them (tau 0.4, hidden and embedding size 512,
 credible threshold 0.4); choices where it is silent are in each module's docstring:
@@ -52,6 +57,7 @@ from torch import nn
 
 from engine.errors import ModelFileError
 from engine.graph.label_graph import CMGM_TAU, LabelGraph
+from engine.models.attention import presence_weighted
 from engine.models.backbones import build_backbone
 from engine.models.cmgm.alignment import (MARGIN, CrossModalAlignment, LabelGraphEncoder,
                                           hinge_rank_loss)
@@ -161,7 +167,8 @@ class CMGM(nn.Module):
         aux = {"cnn_logits": cnn_logits, "lstm_logits": lstm_logits, "maps": maps,
                "part_logits": part_logits.amax(1), "aligned": aligned,
                "label_space": label_space, "order": order}
-        return ModelOutput(logits=logits, attention=attention.detach(), aux=aux)
+        return ModelOutput(logits=logits, attention=presence_weighted(attention.detach(), logits),
+                           aux=aux)
 
     # -- training -----------------------------------------------------------------------
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -232,9 +239,25 @@ class CMGM(nn.Module):
 
     @torch.no_grad()
     def prepare_from_data(self, images: torch.Tensor) -> None:
-        """Initialise the channel grouping from peak-response clustering (Section 3.1)."""
+        """Initialise from training images (Section 3.1): W1's 1x1 layer first selects the
+        c backbone channels that vary most across locations (so the channels clustered
+        are trained features, not random mixtures of them), then the channel grouping
+        from peak-response clustering, then each part map's offset and sharpness."""
         was_training = self.training
         self.eval()
-        feats = self.features(images)
+        backbone_feats = self.backbone(images)
+        self.select_channels(backbone_feats)
+        feats = self.reduce(backbone_feats)
         self.rmam.grouping.initialise(peak_response_groups(feats, self.rmam.kappa.numel()))
+        self.rmam.calibrate(feats)
         self.train(was_training)
+
+    @torch.no_grad()
+    def select_channels(self, backbone_feats: torch.Tensor) -> None:
+        """Set W1's 1x1 convolution to pass on the c backbone channels with the largest
+        spatial spread (mean over images of the per-map standard deviation)."""
+        conv = self.reduce[0]
+        spread = backbone_feats.float().flatten(2).std(-1).mean(0)       # [D]
+        chosen = spread.argsort(descending=True)[:conv.out_channels]
+        conv.weight.zero_()
+        conv.weight[torch.arange(len(chosen)), chosen, 0, 0] = 1.0

@@ -3,10 +3,17 @@ grouping (Zheng et al. 2017, "Learning Multi-Attention Convolutional Neural Netw
 
 F = [W1 * X] is the feature map [B, c, h, w]. Each of the N parts has its own two-layer FC
 (c -> hidden, tanh, -> c, sigmoid) turning the pooled features into channel weights d^n
-(MA-CNN's channel grouping); its attention map is M_n = sigmoid(kappa_n (s_n - mean(s_n)))
-with s_n = sum_j d^n_j F_j / sum_j d^n_j, the channel-weighted mean response. (MA-CNN
-writes sigmoid(sum_j d_j F_j); with hundreds of non-negative channels that saturates at 1,
-so we centre it per map and learn the sharpness kappa_n, initialised to 4.)
+(MA-CNN's channel grouping); its attention map is M_n = sigmoid(kappa_n (s_n - b_n))
+with s_n = sum_j d^n_j F_j / sum_j d^n_j, the channel-weighted mean response, and a
+learned sharpness kappa_n and offset b_n per part. (MA-CNN writes sigmoid(sum_j d_j F_j);
+with hundreds of non-negative channels that saturates at 1.) The offset is absolute, the
+same for every image: a part whose channels do not respond anywhere on a tile gives a dark
+map there. An earlier version centred s_n on each map's own mean instead, which keeps half
+of every map above 0.5 whatever the image: the maps could not be dark, the diversity term
+below then scored 17 identical maps *lower* than distinct ones (1.116 vs 1.334), and the
+parts collapsed (correlation 0.82-0.96 between parts). ``initialise`` sets b_n to the
+80th percentile of s_n over the training sample and kappa_n to 4 / std(s_n), so about a
+fifth of each part's locations start lit.
 
 The part feature P_n is a c-vector, pooled over the map (average pooling):
 - plain MA-CNN:                 P_n[j] = mean_xy(F_j * M_n)
@@ -24,7 +31,8 @@ averaged over parts (MA-CNN sums them) so their weight does not grow with N.
 
 Initialisation from peak responses (Section 3.1): each channel is described by the
 coordinates of its peak response on a set of training images; k-means clusters the
-channels into N groups, and each part's FC is set to output its group's indicator
+channels into N groups of at most ceil(c / N) channels each (balanced: unconstrained
+k-means gave groups of 1 to 89 channels), and each part's FC is set to output its group's indicator
 (last layer: zero weights, bias +6 inside the group, -6 outside). MA-CNN pre-trains the
 FCs towards that indicator; setting it directly gives the same starting point. The bias
 must be large: a part's group holds a few dozen of c = 512 channels, and at -3 (weight
@@ -37,6 +45,8 @@ takes the part with the highest response for l.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,6 +55,7 @@ KAPPA_INIT = 4.0
 DIVERSITY_WEIGHT = 2.0   # MA-CNN's lambda
 DIVERSITY_MARGIN = 0.02  # MA-CNN's mrg
 GROUP_LOGIT = 6.0
+LIT_FRACTION = 0.2  # share of each part's locations lit at initialisation
 
 
 class ChannelGrouping(nn.Module):
@@ -77,12 +88,26 @@ class ResidualMultiAttention(nn.Module):
         super().__init__()
         self.grouping = ChannelGrouping(channels, parts, hidden)
         self.kappa = nn.Parameter(torch.full((parts,), KAPPA_INIT))
+        self.offset = nn.Parameter(torch.zeros(parts))                  # b_n
         self.normalise, self.residual = normalise, residual
 
+    @staticmethod
+    def responses(feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """s [B, N, h, w]: each part's channel-weighted mean response."""
+        return torch.einsum("bnc,bchw->bnhw", d, feats) / d.sum(-1)[..., None, None].clamp(min=1e-6)
+
     def attention(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-        s = torch.einsum("bnc,bchw->bnhw", d, feats) / d.sum(-1)[..., None, None].clamp(min=1e-6)
-        s = s - s.mean(dim=(2, 3), keepdim=True)
+        s = self.responses(feats, d) - self.offset[None, :, None, None]
         return torch.sigmoid(self.kappa[None, :, None, None] * s)
+
+    @torch.no_grad()
+    def calibrate(self, feats: torch.Tensor, lit: float = LIT_FRACTION) -> None:
+        """b_n at the (1 - lit) quantile of part n's responses on ``feats``, kappa_n at
+        KAPPA_INIT / their standard deviation (module docstring)."""
+        s = self.responses(feats, self.grouping(feats.mean(dim=(2, 3))))
+        s = s.transpose(0, 1).flatten(1)                                 # [N, B*h*w]
+        self.offset.copy_(torch.quantile(s.float(), 1 - lit, dim=1))
+        self.kappa.copy_(KAPPA_INIT / s.float().std(dim=1).clamp(min=1e-6))
 
     def part_features(self, feats: torch.Tensor, maps: torch.Tensor,
                       d: torch.Tensor) -> torch.Tensor:
@@ -140,6 +165,26 @@ def peak_response_groups(feats: torch.Tensor, parts: int, iterations: int = 25,
     desc = desc.permute(1, 0, 2).reshape(c, 2 * b)                      # [c, 2B]
     k = min(parts, c)
     g = torch.Generator().manual_seed(seed)
+    centres = _kmeans(desc, k, iterations, g)
+    return balanced_assignment(torch.cdist(desc, centres), math.ceil(c / k)).to(device)
+
+
+def balanced_assignment(distances: torch.Tensor, capacity: int) -> torch.Tensor:
+    """Each row (channel) to a column (group), nearest first, no group over ``capacity``."""
+    c, k = distances.shape
+    groups = torch.full((c,), -1, dtype=torch.long)
+    load = [0] * k
+    for flat in distances.flatten().argsort().tolist():
+        channel, group = divmod(flat, k)
+        if groups[channel] < 0 and load[group] < capacity:
+            groups[channel] = group
+            load[group] += 1
+    return groups
+
+
+def _kmeans(desc: torch.Tensor, k: int, iterations: int, g: torch.Generator) -> torch.Tensor:
+    """Centres [k, dim] by k-means with k-means++ seeding."""
+    c = len(desc)
     centres = desc[torch.randint(0, c, (1,), generator=g)]
     while len(centres) < k:
         d2 = torch.cdist(desc, centres).amin(1) ** 2
@@ -150,4 +195,4 @@ def peak_response_groups(feats: torch.Tensor, parts: int, iterations: int = 25,
         for i in range(k):
             if (groups == i).any():
                 centres[i] = desc[groups == i].mean(0)
-    return torch.cdist(desc, centres).argmin(1).to(device)
+    return centres

@@ -10,6 +10,9 @@ where ``px`` is the tile side at the group's resolution (the model's tile covers
 ``gsd_m * tile_px`` metres; each group covers the same ground with ``px`` pixels). The
 model's ``bands`` list is the groups' bands in group order, so ``mean``/``std`` line up.
 A model without ``band_groups`` is single-resolution: one stack of ``tile_px`` pixels.
+
+This is model configuration that models, data readers and inference all use, so it lives
+beside them at the package root (it imports no reader and no model).
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from engine.data.bands import canonical
-from engine.data.bigearthnet import S2_RESOLUTION_M
 from engine.errors import ModelFileError, TileLabelError
+
+# native resolution of each Sentinel-2 band, metres
+S2_RESOLUTION_M = {"B01": 60, "B02": 10, "B03": 10, "B04": 10, "B05": 20, "B06": 20,
+                   "B07": 20, "B08": 10, "B8A": 20, "B09": 60, "B11": 20, "B12": 20}
 
 # Architectures whose inputs are band groups at native resolution (see input_layout).
 MULTI_RESOLUTION_ARCHS = frozenset({"kbranch"})

@@ -1,0 +1,221 @@
+"""Does a label's attention land on that label's objects? The pointing game on real boxes.
+
+Data (../shared/data, research use, never copied into the repo):
+- NWPU VHR-10 (odd-numbered half): Google Earth crops at roughly 0.5-2 m per pixel plus
+  a few 0.08 m Vaihingen colour-infrared ones; classes mapped to UC Merced labels:
+  airplane -> airplane, ship -> ship, storage tank -> tanks, tennis and basketball court
+  -> court, vehicle -> cars.
+- DOTA samples P0706 (ships, 0.256 m) and P1888 (vehicles, 0.266 m).
+
+For every box of a mapped class that fits, one crop of the model's tile size (in image
+pixels, not resampled: the imagery's GSD differs from the model's 0.3 m, which is part
+of what this measures) holds the box at a random offset (seeded). On each crop:
+- pointing: a hit when the maximum of that label's attention (upsampled bilinearly to
+  the crop) falls inside a box of that class, with 15 px tolerance;
+- baselines in the same run: the crop centre, and the maximum of the map of a label
+  absent from the crop (a label with no box there, drawn at random among the labels the
+  benchmark maps: a model whose maps are all one map points as well with it);
+- presence recall: the share of crops whose label probability reaches the model's
+  threshold.
+Also, on the UC Merced validation split (full label sets): the mean correlation between
+the maps of different labels on one tile, and the mean brightness of present and absent
+labels' maps.
+
+Usage: python benchmarks/attention_localisation.py MODEL_DIR [MODEL_DIR ...]
+       [--markdown FILE]  (append the table to FILE, e.g. docs/benchmarks.md)
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import rasterio
+import rasterio.errors
+import torch
+import torch.nn.functional as F
+
+from engine.data.datasets import open_dataset
+from engine.models.modelfile import load_model
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+NWPU_CLASSES = {1: "airplane", 2: "ship", 3: "tanks", 5: "court", 6: "court", 10: "cars"}
+DOTA_CLASSES = {"ship": "ship", "small-vehicle": "cars", "large-vehicle": "cars"}
+TOLERANCE = 15
+
+
+@dataclass
+class Crop:
+    image: np.ndarray                 # [3, S, S] uint8
+    label: str                        # the label of the box the crop was made for
+    boxes: dict[str, list[tuple[int, int, int, int]]]  # label -> (x0, y0, x1, y1) in the crop
+    source: str
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    with warnings.catch_warnings():  # plain JPEG/PNG crops: no georeferencing, as expected
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        ds = rasterio.open(path)
+    with ds:
+        return ds.read([1, 2, 3]) if ds.count >= 3 else np.repeat(ds.read([1]), 3, 0)
+
+
+def nwpu_boxes(root: Path) -> list[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
+    found = []
+    for gt in sorted((root / "ground_truth").glob("*.txt")):
+        boxes = []
+        for line in gt.read_text().splitlines():
+            m = re.match(r"\((\d+),(\d+)\),\((\d+),(\d+)\),(\d+)", line.replace(" ", ""))
+            if m and int(m[5]) in NWPU_CLASSES:
+                boxes.append((NWPU_CLASSES[int(m[5])], tuple(int(v) for v in m.groups()[:4])))
+        if boxes:
+            found.append((root / "images" / f"{gt.stem}.jpg", boxes))
+    return found
+
+
+def dota_boxes(root: Path) -> list[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
+    found = []
+    for txt in sorted(root.glob("*.txt")):
+        boxes = []
+        for line in txt.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 9 and parts[8] in DOTA_CLASSES:
+                xs, ys = [float(v) for v in parts[0:8:2]], [float(v) for v in parts[1:8:2]]
+                boxes.append((DOTA_CLASSES[parts[8]],
+                              (int(min(xs)), int(min(ys)), int(max(xs)), int(max(ys)))))
+        found.append((txt.with_suffix(".png"), boxes))
+    return found
+
+
+def make_crops(sources, size: int, rng: np.random.Generator, per_image: int) -> list[Crop]:
+    crops = []
+    for path, boxes in sources:
+        image = read_rgb(path)
+        h, w = image.shape[1:]
+        if h < size or w < size:
+            continue
+        order = rng.permutation(len(boxes))[:per_image]
+        for i in order:
+            label, (x0, y0, x1, y1) = boxes[i]
+            if x1 - x0 > size or y1 - y0 > size:
+                continue
+            cx = int(rng.integers(max(0, x1 - size), min(x0, w - size) + 1))
+            cy = int(rng.integers(max(0, y1 - size), min(y0, h - size) + 1))
+            inside: dict[str, list] = {}
+            for other, (a0, b0, a1, b1) in boxes:
+                a0, b0, a1, b1 = a0 - cx, b0 - cy, a1 - cx, b1 - cy
+                if a1 > 0 and b1 > 0 and a0 < size and b0 < size:
+                    inside.setdefault(other, []).append((a0, b0, a1, b1))
+            crops.append(Crop(image[:, cy:cy + size, cx:cx + size], label, inside, path.name))
+    return crops
+
+
+def hit(point: tuple[int, int], boxes) -> bool:
+    x, y = point
+    return any(a0 - TOLERANCE <= x <= a1 + TOLERANCE and b0 - TOLERANCE <= y <= b1 + TOLERANCE
+               for a0, b0, a1, b1 in boxes)
+
+
+def predict(model, spec, images: np.ndarray, batch: int = 16):
+    """(probabilities [N, C], attention [N, C, S, S] upsampled to the crop)."""
+    mean = torch.tensor(spec.mean)[:, None, None]
+    std = torch.tensor(spec.std)[:, None, None]
+    probs, maps = [], []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = (torch.from_numpy(images[i:i + batch]).float() / 255 - mean) / std
+            out = model(x)
+            probs.append(torch.sigmoid(out.logits).numpy())
+            maps.append(F.interpolate(out.attention.float(), size=x.shape[-2:], mode="bilinear",
+                                      align_corners=False).numpy())
+    return np.concatenate(probs), np.concatenate(maps)
+
+
+def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator) -> dict:
+    model, spec = load_model(model_dir)
+    labels = spec.labels
+    probs, maps = predict(model, spec, np.stack([c.image for c in crops]))
+    thresholds = np.asarray(spec.label_thresholds())
+    mapped = sorted({*NWPU_CLASSES.values(), *DOTA_CLASSES.values()})
+    per_label: dict[str, list[tuple[int, int, int, int]]] = {}
+    size = crops[0].image.shape[-1]
+    for k, crop in enumerate(crops):
+        c = labels.index(crop.label)
+        peak = np.unravel_index(maps[k, c].argmax(), maps[k, c].shape)[::-1]
+        absent = [l for l in mapped if l not in crop.boxes]
+        other = labels.index(absent[int(rng.integers(len(absent)))])
+        other_peak = np.unravel_index(maps[k, other].argmax(), maps[k, other].shape)[::-1]
+        boxes = crop.boxes[crop.label]
+        per_label.setdefault(crop.label, []).append((
+            hit(peak, boxes), hit((size // 2, size // 2), boxes), hit(other_peak, boxes),
+            probs[k, c] >= thresholds[c]))
+    rows = {l: np.array(v, float).mean(0) for l, v in per_label.items()}
+    every = np.array([x for v in per_label.values() for x in v], float)
+    rows["all"] = every.mean(0)
+    counts = {l: len(v) for l, v in per_label.items()} | {"all": len(every)}
+    return {"rows": rows, "counts": counts}
+
+
+def ucm_maps(model_dir: Path, n: int = 200) -> dict:
+    """Correlation between label maps and present/absent brightness on UC Merced val."""
+    model, spec = load_model(model_dir)
+    data = open_dataset(f"ucmerced:{SHARED / 'ucmerced-ml'}")
+    val = data.split("val")[:n]
+    from engine.train.loader import stack_bands
+
+    x = torch.stack([stack_bands(data.read(s), list(data.bands), spec.tile_px) for s in val])
+    y = np.stack([s.target for s in val])
+    mean = torch.tensor(spec.mean)[:, None, None]
+    std = torch.tensor(spec.std)[:, None, None]
+    with torch.inference_mode():
+        att = torch.cat([model((x[i:i + 16] - mean) / std).attention for i in
+                         range(0, len(x), 16)]).float().numpy()
+    corr = []
+    for maps in att:
+        flat = maps.reshape(len(maps), -1)
+        flat = flat[flat.std(1) > 1e-6]
+        if len(flat) > 1:
+            c = np.corrcoef(flat)
+            corr.append(c[~np.eye(len(c), dtype=bool)].mean())
+    bright = att.reshape(*att.shape[:2], -1).mean(-1)
+    return {"corr": float(np.mean(corr)), "present": float(bright[y == 1].mean()),
+            "absent": float(bright[y == 0].mean())}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--per-image", type=int, default=3, help="crops per image (default 3)")
+    ap.add_argument("--markdown", type=Path, help="append the tables to this file")
+    args = ap.parse_args()
+    out = []
+    for model_dir in args.models:
+        spec_px = load_model(model_dir)[1].tile_px
+        rng = np.random.default_rng(0)
+        sets = {"NWPU": make_crops(nwpu_boxes(SHARED / "nwpu-vhr10"), spec_px, rng,
+                                   args.per_image),
+                "DOTA": make_crops(dota_boxes(SHARED / "dota-samples"), spec_px, rng, 40)}
+        ucm = ucm_maps(model_dir)
+        block = [f"\n### {model_dir.name}\n",
+                 f"UC Merced val: correlation between label maps {ucm['corr']:.2f}, "
+                 f"brightness present {ucm['present']:.3f} / absent {ucm['absent']:.3f}\n",
+                 "| data | label | crops | pointing | centre | absent-label map | "
+                 "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
+        for name, crops in sets.items():
+            result = pointing(model_dir, crops, np.random.default_rng(1))
+            for label, (p, centre, absent, recall) in sorted(result["rows"].items(),
+                                                             key=lambda r: r[0] == "all"):
+                block.append(f"| {name} | {label} | {result['counts'][label]} | {p:.2f} | "
+                             f"{centre:.2f} | {absent:.2f} | {p - absent:+.2f} | {recall:.2f} |")
+        print("\n".join(block), flush=True)
+        out += block
+    if args.markdown:
+        with open(args.markdown, "a") as fh:
+            fh.write("\n".join(out) + "\n")
+
+
+if __name__ == "__main__":
+    main()
