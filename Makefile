@@ -27,9 +27,9 @@ plugin: setup
 screenshots: setup
 	$(PY) scripts/screenshots.py
 
-# Rebuild resources/models/default from the UC Merced multi-label dev data.
+# Rebuild engine/resources/models/default from the UC Merced multi-label dev data.
 default-model: setup
-	$(PY) -m engine.train.linear_probe --dataset $(UCM) --out resources/models/default --cache out/cache
+	$(PY) -m engine.train.linear_probe --dataset $(UCM) --out engine/resources/models/default --cache out/cache
 
 # Speed and memory figures (read ../shared/data; not part of the tests).
 benchmarks: setup

@@ -173,16 +173,25 @@ def ucm_maps(model_dir: Path, n: int = 200) -> dict:
     with torch.inference_mode():
         att = torch.cat([model((x[i:i + 16] - mean) / std).attention for i in
                          range(0, len(x), 16)]).float().numpy()
+        parts = (torch.cat([model.rmam(model.features((x[i:i + 16] - mean) / std))[0]
+                            for i in range(0, len(x), 16)]).numpy()
+                 if hasattr(model, "rmam") else None)  # CM-GM: its part maps too
+    bright = att.reshape(*att.shape[:2], -1).mean(-1)
+    return {"corr": map_correlation(att), "present": float(bright[y == 1].mean()),
+            "absent": float(bright[y == 0].mean()),
+            "parts": map_correlation(parts) if parts is not None else None}
+
+
+def map_correlation(maps: np.ndarray) -> float:
+    """Mean Pearson correlation between the different maps [N, K, h, w] of one tile."""
     corr = []
-    for maps in att:
-        flat = maps.reshape(len(maps), -1)
+    for tile in maps:
+        flat = tile.reshape(len(tile), -1)
         flat = flat[flat.std(1) > 1e-6]
         if len(flat) > 1:
             c = np.corrcoef(flat)
             corr.append(c[~np.eye(len(c), dtype=bool)].mean())
-    bright = att.reshape(*att.shape[:2], -1).mean(-1)
-    return {"corr": float(np.mean(corr)), "present": float(bright[y == 1].mean()),
-            "absent": float(bright[y == 0].mean())}
+    return float(np.mean(corr))
 
 
 def main() -> None:
@@ -201,7 +210,9 @@ def main() -> None:
         ucm = ucm_maps(model_dir)
         block = [f"\n### {model_dir.name}\n",
                  f"UC Merced val: correlation between label maps {ucm['corr']:.2f}, "
-                 f"brightness present {ucm['present']:.3f} / absent {ucm['absent']:.3f}\n",
+                 f"brightness present {ucm['present']:.3f} / absent {ucm['absent']:.3f}"
+                 + (f"; correlation between CM-GM part maps {ucm['parts']:.2f}"
+                    if ucm["parts"] is not None else "") + "\n",
                  "| data | label | crops | pointing | centre | absent-label map | "
                  "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
         for name, crops in sets.items():

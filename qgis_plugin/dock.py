@@ -19,7 +19,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog,
 
 from .engine_job import EngineJob, JobOutcome
 from .layers import add_annotation_layers
-from .store_reader import label_columns, split_labels
+from .store_reader import label_columns, latest_model, split_labels
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
 EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS = "Map canvas extent", "Drawn rectangle", \
@@ -407,7 +407,7 @@ class TileLabelDock(QDockWidget):
         if not self.store_path:
             self._error(tr("Annotate or open a TileLabel store first."))
             return
-        parent = self.model_combo.currentData()
+        parent = self.model_combo.currentData() or latest_model(self.store_path)
         if not parent:
             self._error(tr("Choose a model directory to fine-tune (TileLabel settings)."))
             return

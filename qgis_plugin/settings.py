@@ -16,9 +16,14 @@ from pathlib import Path
 from qgis.core import QgsSettings
 
 PREFIX = "tilelabel/"
-INSTALL_HINT = ("install the TileLabel engine (git clone the project, then run 'make setup' "
-                "in it) and set its Python in TileLabel > Settings, e.g. "
-                "/path/to/tilelabel/.venv/bin/python")
+_WHEELS = sorted((Path(__file__).resolve().parent / "engine").glob("tilelabel-*.whl"))
+INSTALL_HINT = (("install the TileLabel engine that comes with this plugin into a Python "
+                 f"environment: python3 -m venv ENV && ENV/bin/pip install '{_WHEELS[-1]}' "
+                 "(this also installs PyTorch), then set ENV's python in TileLabel > Settings")
+                if _WHEELS else
+                ("install the TileLabel engine (git clone the project, then run 'make setup' "
+                 "in it) and set its Python in TileLabel > Settings, e.g. "
+                 "/path/to/tilelabel/.venv/bin/python"))
 
 
 @dataclass
@@ -80,5 +85,6 @@ def find_engine_python(configured: str = "") -> str | None:
 def default_model_dir(settings: PluginSettings) -> str:
     if settings.model_dir:
         return settings.model_dir
-    repo_default = Path(__file__).resolve().parent.parent / "resources" / "models" / "default"
+    repo_default = (Path(__file__).resolve().parent.parent / "engine" / "resources" / "models"
+                    / "default")
     return str(repo_default) if repo_default.is_dir() else ""

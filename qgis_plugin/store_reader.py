@@ -39,3 +39,11 @@ def split_labels(text: str | None) -> list[str]:
     if not isinstance(text, str):
         return []
     return [l for l in text.split(LABEL_SEPARATOR) if l]
+
+
+def latest_model(store: str) -> str | None:
+    """The folder of the model that last wrote into ``store`` (its ``models`` table), if
+    that folder still exists."""
+    with read_store(store) as conn:
+        rows = conn.execute("SELECT path FROM models ORDER BY registered DESC").fetchall()
+    return next((r[0] for r in rows if r[0] and Path(r[0], "model.json").is_file()), None)

@@ -10,7 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
-DEFAULT_MODEL = ROOT / "resources" / "models" / "default"
+DEFAULT_MODEL = ROOT / "engine" / "resources" / "models" / "default"
 UCM_LABELS = ["airplane", "bare-soil", "buildings", "cars", "chaparral", "court", "dock",
               "field", "grass", "mobile-home", "pavement", "sand", "sea", "ship", "tanks",
               "trees", "water"]

@@ -1,0 +1,56 @@
+"""The engine as an installable package: a wheel built from the repo, installed outside
+it, annotates a real raster with the default model it carries as package data."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+
+from conftest import ROOT, SAMPLE
+
+
+def _wheel(out):
+    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                           "--no-build-isolation", str(ROOT), "-w", str(out)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return next(out.glob("tilelabel-*.whl"))
+
+
+def test_an_installed_wheel_annotates_from_any_folder_with_its_own_default_model(tmp_path):
+    wheel = _wheel(tmp_path / "dist")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+    assert "engine/resources/models/default/model.safetensors" in names
+    assert not any(n.startswith(("tests/", "qgis_plugin/")) for n in names)
+    site = tmp_path / "site"
+    done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                           "--target", str(site), str(wheel)], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    raster = shutil.copy(SAMPLE, work / "scene.tif")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"PYTHONPATH": str(site)}
+    done = subprocess.run([sys.executable, "-m", "engine.cli", "annotate", str(raster), "--out",
+                           str(work / "s.gpkg"), "--json-progress"], cwd=work, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.splitlines()[-1])
+    assert result["event"] == "result" and result["tiles_written"] == 16
+    probe = subprocess.run([sys.executable, "-c", "import engine; print(engine.__file__)"],
+                           cwd=work, env=env, capture_output=True, text=True)
+    assert probe.stdout.strip().startswith(str(site))  # not the repository's copy
+
+
+def test_the_plugin_zip_carries_a_licence_and_the_engine_wheel(tmp_path):
+    from scripts.build_plugin import build
+
+    with zipfile.ZipFile(build(tmp_path / "tilelabel.zip")) as z:
+        names = z.namelist()
+    assert "tilelabel/LICENSE" in names
+    assert any(n.startswith("tilelabel/engine/tilelabel-") and n.endswith(".whl") for n in names)
+    assert not any(n.endswith((".pyc", ".so", ".dll")) for n in names)  # plugin-repo rule
