@@ -6,6 +6,7 @@ touches layers when a job has finished (on the main thread).
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog,
 
 from .engine_job import EngineJob, JobOutcome
 from .layers import add_annotation_layers
+from .project_link import open_store_layer, remember_store, remembered_store
 from .store_reader import label_columns, latest_model, split_labels
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
@@ -53,6 +55,57 @@ class TileLabelDock(QDockWidget):
         layout.addStretch(1)
         self.setWidget(body)
         self.refresh_models()
+        project = QgsProject.instance()
+        project.readProject.connect(self._project_read)
+        project.layersWillBeRemoved.connect(self._layers_removed)
+        project.cleared.connect(self._forget_layer)
+
+    def disconnect_project(self) -> None:
+        """Called by the plugin's unload: stop listening to the project."""
+        project = QgsProject.instance()
+        for signal, slot in ((project.readProject, self._project_read),
+                             (project.layersWillBeRemoved, self._layers_removed),
+                             (project.cleared, self._forget_layer)):
+            try:
+                signal.disconnect(slot)
+            except (TypeError, RuntimeError):
+                pass
+
+    def _project_read(self, *_args) -> None:
+        """A project was opened: reconnect to the store it remembers."""
+        store = remembered_store()
+        if store:
+            self.use_store(store, open_store_layer(store))
+
+    def _layers_removed(self, layer_ids) -> None:
+        if self.tiles_layer is not None and self._layer_alive() \
+                and self.tiles_layer.id() in layer_ids:
+            self._forget_layer()
+
+    def _layer_alive(self) -> bool:
+        try:
+            self.tiles_layer.id()
+            return True
+        except RuntimeError:  # the C++ layer is gone (project closed)
+            return False
+
+    def _forget_layer(self) -> None:
+        self.tiles_layer = None
+        self.label_list.clear()
+
+    def open_store(self, store: str | None = None) -> None:
+        """Review an existing store: the 'Open store...' button."""
+        if store is None:
+            store, _ = QFileDialog.getOpenFileName(self, tr("Open a TileLabel store"), "",
+                                                   "GeoPackage (*.gpkg)")
+            if not store:
+                return
+        try:
+            layer = open_store_layer(store)
+        except (RuntimeError, OSError, sqlite3.Error) as exc:
+            self._error(tr("Not a TileLabel store: {}").format(exc))
+            return
+        self.use_store(store, layer)
 
     # -- widgets ---------------------------------------------------------------------
     def _annotate_box(self) -> QGroupBox:
@@ -107,6 +160,9 @@ class TileLabelDock(QDockWidget):
         self.verify_button.clicked.connect(self.mark_verified)
         self.undo_button = QPushButton(tr("Undo last correction"))
         self.undo_button.clicked.connect(self.undo)
+        self.open_store_button = QPushButton(tr("Open store..."))
+        self.open_store_button.clicked.connect(lambda: self.open_store())
+        row.addWidget(self.open_store_button)
         row.addWidget(self.verify_button)
         row.addWidget(self.undo_button)
         layout.addWidget(self.tile_info)
@@ -276,6 +332,7 @@ class TileLabelDock(QDockWidget):
 
     def _annotated(self, result: dict, name: str) -> None:
         self.store_path = result["store"]
+        remember_store(self.store_path)
         self._remove_old_tiles_layer()
         self.tiles_layer, _ = add_annotation_layers(result["store"], result.get("attention"), name)
         self.tiles_layer.selectionChanged.connect(self.show_selection)
@@ -288,29 +345,32 @@ class TileLabelDock(QDockWidget):
         self.refresh_models(select=self.model_combo.currentData())
 
     def _remove_old_tiles_layer(self) -> None:
-        if self.tiles_layer is not None:
+        if self.tiles_layer is not None and self._layer_alive():
             try:
                 self.tiles_layer.selectionChanged.disconnect(self.show_selection)
             except (TypeError, RuntimeError):
                 pass
 
     def use_store(self, store: str, layer: QgsVectorLayer) -> None:
-        """Review an existing store (e.g. from a reopened project)."""
+        """Review an existing store (e.g. from a reopened project); the project remembers it."""
         self._remove_old_tiles_layer()
         self.store_path, self.tiles_layer = store, layer
+        self.store_widget.setFilePath(store)
         layer.selectionChanged.connect(self.show_selection)
+        remember_store(store)
         self.refresh_models()
 
     # -- review -----------------------------------------------------------------------
     def selected_tile_ids(self) -> list[str]:
-        if self.tiles_layer is None:
+        if self.tiles_layer is None or not self._layer_alive():
             return []
         return [f["tile_id"] for f in self.tiles_layer.selectedFeatures()]
 
     def show_selection(self, *_args) -> None:
         """One row per label: checked when every selected tile holds it, partly checked
         when some do, unchecked when none; the probability shown is the first tile's."""
-        features = self.tiles_layer.selectedFeatures() if self.tiles_layer else []
+        features = (self.tiles_layer.selectedFeatures()
+                    if self.tiles_layer is not None and self._layer_alive() else [])
         self._updating = True
         self.label_list.clear()
         if features and self.store_path:

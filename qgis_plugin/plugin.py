@@ -68,6 +68,7 @@ class TileLabelPlugin:
         self.actions.clear()
         if self.dock is not None:
             self.dock.cancel()
+            self.dock.disconnect_project()
             self.iface.removeDockWidget(self.dock)
             self.dock.deleteLater()
             self.dock = None

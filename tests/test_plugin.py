@@ -72,6 +72,7 @@ def dock(qgis_iface, qtbot):
     qgis_iface.messageBar().clear_messages()
     yield widget
     widget.cancel()
+    widget.disconnect_project()
 
 
 def _annotate(dock, qtbot, layer, store):
@@ -180,13 +181,16 @@ def test_correction_in_the_panel_lands_in_the_store_and_survives_reload(
     project_file = tmp_path / "review.qgz"
     assert QgsProject.instance().write(str(project_file))
     QgsProject.instance().clear()
+    assert dock.tiles_layer is None and not dock.selected_tile_ids()  # no dangling layer
+    qtbot.mouseClick(dock.verify_button, Qt.LeftButton)  # refused with a message, no crash
     assert QgsProject.instance().read(str(project_file))
     reopened = QgsProject.instance().mapLayersByName("review tiles")[0]
     feature = next(f for f in reopened.getFeatures() if f["tile_id"] == first["tile_id"])
     assert feature["status"] == "corrected" and feature["final_labels"] == final
 
-    dock.use_store(str(store), reopened)
+    assert dock.tiles_layer is reopened and dock.store_path == str(store.resolve())  # reconnected
     reopened.selectByIds([feature.id()])
+    assert dock.label_list.count() == 17
     dock.last_outcome = None
     qtbot.mouseClick(dock.undo_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
