@@ -131,6 +131,9 @@ class TileLabelDock(QDockWidget):
         self.store_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.store_widget.setFilter("GeoPackage (*.gpkg)")
         form.addRow(tr("Store"), self.store_widget)
+        self.gsd_check = QCheckBox(tr("Annotate even if the raster's resolution is far from "
+                                      "the model's"))
+        form.addRow(self.gsd_check)
         self.annotate_button = QPushButton(tr("Annotate extent"))
         self.annotate_button.clicked.connect(self.annotate)
         self.cancel_button = QPushButton(tr("Cancel"))
@@ -325,7 +328,8 @@ class TileLabelDock(QDockWidget):
                                                rect.xMaximum(), rect.yMaximum())),
                "--extent-crs", crs.authid() or crs.toWkt(),
                "--overlap", str(self.settings.overlap), "--batch-size",
-               str(self.settings.batch_size), "--device", self.settings.device]
+               str(self.settings.batch_size), "--device", self.settings.device,
+               *(["--allow-gsd-mismatch"] if self.gsd_check.isChecked() else [])]
         name = Path(store).stem
         self._run(tr("Annotating ") + raster.name(), job,
                   lambda result: self._annotated(result, name))

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingException, QgsProcessingFeedback,
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingParameterBoolean, QgsProcessingException, QgsProcessingFeedback,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
@@ -77,6 +77,9 @@ class AnnotateRaster(_Algorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ALLOW_GSD_MISMATCH", "Annotate even when the raster's resolution is far from "
+            "the model's", defaultValue=False))
         self.addParameter(QgsProcessingParameterFileDestination(
             "STORE", "Annotation store", "GeoPackage (*.gpkg)"))
 
@@ -90,6 +93,8 @@ class AnnotateRaster(_Algorithm):
                "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
         if model:
             job += ["--model", model]
+        if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
+            job.append("--allow-gsd-mismatch")
         if parameters.get("EXTENT"):
             rect = self.parameterAsExtent(parameters, "EXTENT", context)
             crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
