@@ -10,18 +10,22 @@ import sqlite3
 import time
 from pathlib import Path
 
-from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem, QgsMapLayerProxyModel,
-                       QgsProject, QgsRectangle, QgsVectorLayer)
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem,
+                       QgsCoordinateTransform, QgsExpression, QgsFeatureRequest,
+                       QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsVectorLayer)
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
 from qgis.PyQt.QtCore import Qt
+from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox,
-                                 QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar,
+                                 QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QShortcut,
                                  QPushButton, QSpinBox, QVBoxLayout, QWidget)
 
 from .engine_job import EngineJob, JobOutcome
 from .layers import add_annotation_layers
+from .review_queue import review_order, status_counts
 from .project_link import open_store_layer, remember_store, remembered_store
-from .store_reader import label_columns, latest_model, split_labels
+from .store_reader import (label_columns, latest_model, model_thresholds, split_labels,
+                           tile_name)
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
 EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS = "Map canvas extent", "Drawn rectangle", \
@@ -47,6 +51,7 @@ class TileLabelDock(QDockWidget):
         self.drawn_extent: QgsRectangle | None = None
         self._extent_tool: QgsMapToolExtent | None = None
         self._updating = False
+        self._review_history: list[str] = []
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addWidget(self._annotate_box())
@@ -168,10 +173,36 @@ class TileLabelDock(QDockWidget):
         row.addWidget(self.open_store_button)
         row.addWidget(self.verify_button)
         row.addWidget(self.undo_button)
+        nav = QHBoxLayout()
+        self.previous_button = QPushButton(tr("< Previous"))
+        self.previous_button.setToolTip(tr("Previous tile to review (P)"))
+        self.previous_button.clicked.connect(lambda: self.step_review(-1))
+        self.next_button = QPushButton(tr("Next to review >"))
+        self.next_button.setToolTip(tr("Next tile to review, least confident first (N); "
+                                       "V verifies, U undoes, 1-9 toggle the labels"))
+        self.next_button.clicked.connect(lambda: self.step_review(1))
+        nav.addWidget(self.previous_button)
+        nav.addWidget(self.next_button)
+        self.counts = QLabel("")
+        layout.addWidget(self.counts)
+        layout.addLayout(nav)
         layout.addWidget(self.tile_info)
         layout.addWidget(self.label_list)
         layout.addLayout(row)
+        self._shortcuts(box)
         return box
+
+    def _shortcuts(self, widget: QWidget) -> None:
+        """Keys for the review loop, active while the panel has focus."""
+        keys = {"N": lambda: self.step_review(1), "P": lambda: self.step_review(-1),
+                "V": self.mark_verified, "U": self.undo}
+        keys.update({str(k): (lambda k=k: self.toggle_row(k - 1)) for k in range(1, 10)})
+        self._shortcut_objects = []
+        for key, action in keys.items():
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(action)
+            self._shortcut_objects.append(shortcut)
 
     def _train_box(self) -> QGroupBox:
         box = QGroupBox(tr("Export and retrain"))
@@ -346,6 +377,8 @@ class TileLabelDock(QDockWidget):
         self.iface.setActiveLayer(self.tiles_layer)
         self.status.setText(tr("Annotated {} tiles ({} nodata skipped) in {} s.").format(
             result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
+        self._review_history = []
+        self.update_counts()
         self.refresh_models(select=self.model_combo.currentData())
 
     def _remove_old_tiles_layer(self) -> None:
@@ -362,6 +395,8 @@ class TileLabelDock(QDockWidget):
         self.store_widget.setFilePath(store)
         layer.selectionChanged.connect(self.show_selection)
         remember_store(store)
+        self._review_history = []
+        self.update_counts()
         self.refresh_models()
 
     # -- review -----------------------------------------------------------------------
@@ -371,29 +406,83 @@ class TileLabelDock(QDockWidget):
         return [f["tile_id"] for f in self.tiles_layer.selectedFeatures()]
 
     def show_selection(self, *_args) -> None:
-        """One row per label: checked when every selected tile holds it, partly checked
-        when some do, unchecked when none; the probability shown is the first tile's."""
+        """One row per label, most probable first (on the first selected tile), with the
+        model's decision threshold: checked when every selected tile holds the label,
+        partly checked when some do, unchecked when none. The scroll position is kept."""
         features = (self.tiles_layer.selectedFeatures()
                     if self.tiles_layer is not None and self._layer_alive() else [])
+        scroll = self.label_list.verticalScrollBar().value()
         self._updating = True
         self.label_list.clear()
         if features and self.store_path:
             first = features[0]
-            columns = label_columns(self.store_path)
+            thresholds = model_thresholds(self.store_path)
             finals = [set(split_labels(f["final_labels"])) for f in features]
-            for label, column in columns:
+            rows = sorted(label_columns(self.store_path), key=lambda lc: -(first[lc[1]] or 0))
+            for label, column in rows:
                 holding = sum(label in final for final in finals)
-                item = QListWidgetItem(f"{label}  ({first[column]:.2f})")
+                limit = thresholds.get(label)
+                text = f"{label}  {first[column]:.2f}" + (f"  (threshold {limit:.2f})"
+                                                          if limit is not None else "")
+                item = QListWidgetItem(text)
                 item.setData(Qt.UserRole, label)
                 item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
                 item.setCheckState(Qt.Checked if holding == len(finals) else
                                    Qt.PartiallyChecked if holding else Qt.Unchecked)
                 self.label_list.addItem(item)
             self.tile_info.setText(tr("{} tile(s) selected; first: {} ({})").format(
-                len(features), first["tile_id"], first["status"]))
+                len(features), tile_name(first["tile_id"]), first["status"]))
         else:
             self.tile_info.setText(tr("Select tiles on the map or in the attribute table."))
+        self.label_list.verticalScrollBar().setValue(scroll)
         self._updating = False
+
+    def step_review(self, direction: int) -> None:
+        """Select and zoom to the next (or previous) tile of the review queue."""
+        if not self.store_path or self.tiles_layer is None or not self._layer_alive():
+            self._error(tr("Annotate or open a TileLabel store first."))
+            return
+        if direction > 0 or not self._review_history:
+            queue = [t for t in review_order(self.store_path) if t not in self._review_history]
+            if not queue:
+                self.status.setText(tr("Every tile is reviewed."))
+                return
+            self._review_history.append(queue[0])
+            tile = queue[0]
+        else:
+            if len(self._review_history) > 1:
+                self._review_history.pop()
+            tile = self._review_history[-1]
+        self.select_tile(tile)
+
+    def select_tile(self, tile_id: str) -> None:
+        request = QgsFeatureRequest().setFilterExpression(
+            QgsExpression.createFieldEqualityExpression("tile_id", tile_id))
+        feature = next(self.tiles_layer.getFeatures(request), None)
+        if feature is None:
+            return
+        self.tiles_layer.selectByIds([feature.id()])
+        canvas = self.iface.mapCanvas()
+        extent = self.tiles_layer.boundingBoxOfSelected()
+        transform = QgsCoordinateTransform(self.tiles_layer.crs(),
+                                           canvas.mapSettings().destinationCrs(),
+                                           QgsProject.instance())
+        extent = transform.transformBoundingBox(extent)
+        extent.scale(3.0)  # the tile with its neighbours around it
+        canvas.setExtent(extent)
+        canvas.refresh()
+
+    def toggle_row(self, row: int) -> None:
+        """Number keys: flip the label on that row of the list."""
+        item = self.label_list.item(row)
+        if item is not None and self.label_list.isEnabled():
+            item.setCheckState(Qt.Unchecked if item.checkState() == Qt.Checked else Qt.Checked)
+
+    def update_counts(self) -> None:
+        if self.store_path:
+            c = status_counts(self.store_path)
+            self.counts.setText(tr("{} predicted, {} corrected, {} verified").format(
+                c["predicted"], c["corrected"], c["verified"]))
 
     def checked_labels(self) -> list[str]:
         return [self.label_list.item(i).data(Qt.UserRole) for i in range(self.label_list.count())
@@ -439,6 +528,7 @@ class TileLabelDock(QDockWidget):
         self.tiles_layer.triggerRepaint()
         self.status.setText(tr("{} tile(s) {}.").format(len(result["tiles"]), result["action"]))
         self.show_selection()
+        self.update_counts()
 
     # -- export and retrain ----------------------------------------------------------------
     def export(self, out: str | None = None, chips: str | None = None) -> None:

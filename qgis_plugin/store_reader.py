@@ -4,6 +4,7 @@ Writes always go through the engine; the plugin only reads the store's small tab
 """
 from __future__ import annotations
 
+import json
 import sqlite3
 from contextlib import closing, contextmanager
 from pathlib import Path
@@ -47,3 +48,25 @@ def latest_model(store: str) -> str | None:
     with read_store(store) as conn:
         rows = conn.execute("SELECT path FROM models ORDER BY registered DESC").fetchall()
     return next((r[0] for r in rows if r[0] and Path(r[0], "model.json").is_file()), None)
+
+
+def model_thresholds(store: str) -> dict[str, float]:
+    """Label -> decision threshold of the model that last wrote into ``store`` (0.5 for
+    each label when its model.json gives none); empty when that model is not found."""
+    folder = latest_model(store)
+    if folder is None:
+        return {}
+    try:
+        doc = json.loads(Path(folder, "model.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    labels = doc.get("labels") or []
+    return dict(zip(labels, doc.get("thresholds") or [0.5] * len(labels)))
+
+
+def tile_name(tile_id: str) -> str:
+    """'row 3, column 7' from a tile id ending in ':<row>:<column>' (else the id)."""
+    parts = tile_id.rsplit(":", 2)
+    if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+        return f"row {parts[1]}, column {parts[2]}"
+    return tile_id

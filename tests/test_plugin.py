@@ -244,6 +244,40 @@ def test_ticking_a_label_on_a_multi_selection_changes_only_that_label_and_undo_r
     assert not (tmp_path / "multi").exists()  # no stray file from a mis-parsed URI
 
 
+def test_the_review_queue_walks_unreviewed_tiles_least_confident_first(
+        tmp_path, qtbot, sample_layer, dock):
+    from qgis_plugin.review_queue import review_order
+    from qgis_plugin.store_reader import label_columns, model_thresholds
+
+    store = tmp_path / "queue.gpkg"
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    columns = label_columns(str(store))
+    limits = model_thresholds(str(store))
+    with sqlite3.connect(store) as conn:
+        rows = conn.execute(f"SELECT tile_id, {', '.join(c for _, c in columns)} FROM tiles "
+                            "ORDER BY fid").fetchall()
+    margins = {r[0]: min(abs(p - limits[l]) for p, (l, _) in zip(r[1:], columns)) for r in rows}
+    expected = sorted(margins, key=margins.__getitem__)
+    assert review_order(str(store)) == expected and len(expected) == 16
+    visited = []
+    for _ in range(3):
+        dock.step_review(1)
+        visited.append(dock.selected_tile_ids())
+    assert visited == [[t] for t in expected[:3]]
+    assert "row " in dock.tile_info.text()  # tiles named by row and column
+    dock.step_review(-1)
+    assert dock.selected_tile_ids() == [expected[1]]
+    dock.last_outcome = None
+    dock.mark_verified()  # V on the tile under review: it leaves the queue
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert expected[1] not in review_order(str(store))
+    assert "15 predicted, 0 corrected, 1 verified" in dock.counts.text()
+    probabilities = [float(dock.label_list.item(i).text().split()[1])
+                     for i in range(dock.label_list.count())]
+    assert probabilities == sorted(probabilities, reverse=True)  # most probable first
+    assert "threshold" in dock.label_list.item(0).text()
+
+
 def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     store = tmp_path / "train.gpkg"
     assert _annotate(dock, qtbot, sample_layer, store).error is None
