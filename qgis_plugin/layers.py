@@ -88,10 +88,10 @@ def style_attention(layer: QgsRasterLayer, band: int, label: str, colour: QColor
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
     clear, strong = QColor(colour), QColor(colour)
     clear.setAlpha(0)
-    strong.setAlpha(200)
+    strong.setAlpha(170)
     ramp.setColorRampItemList([
         QgsColorRampShader.ColorRampItem(0.0, clear, f"attention for {label}: low"),
-        QgsColorRampShader.ColorRampItem(0.15, clear, ""),
+        QgsColorRampShader.ColorRampItem(0.25, clear, ""),
         QgsColorRampShader.ColorRampItem(1.0, strong, "high")])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)

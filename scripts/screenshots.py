@@ -4,7 +4,7 @@ Annotates the sample raster through the TileLabel panel (the engine runs as a ch
 process, as in QGIS), then saves:
 - docs/screenshot_map.png: the scene, the tiles layer styled by label, and the attention
   overlay of one label;
-- docs/screenshot_panel.png: the panel with the labels of a selected tile.
+- docs/screenshot_panel.png: the panel with the labels of three selected tiles.
 
 Usage: QT_QPA_PLATFORM=offscreen .venv/bin/python scripts/screenshots.py
 """
@@ -98,7 +98,8 @@ def main() -> None:
         overlay = next(l for l in QgsProject.instance().mapLayers().values()
                        if l.name() == f"attention: {OVERLAY_LABEL}")
         render_map([tiles, overlay, raster], raster.extent(), ROOT / "docs" / "screenshot_map.png")
-        tiles.selectByIds([next(tiles.getFeatures()).id() + 5])
+        ids = [f.id() for f in tiles.getFeatures()]
+        tiles.selectByIds([ids[5], ids[6], ids[9]])  # a multi-selection: tri-state labels
         dock.show()
         QgsApplication.processEvents()
         dock.grab().save(str(ROOT / "docs" / "screenshot_panel.png"))
