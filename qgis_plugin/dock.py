@@ -10,17 +10,16 @@ import sqlite3
 import time
 from pathlib import Path
 
-from qgis.core import (Qgis, QgsApplication, QgsCoordinateReferenceSystem,
-                       QgsCoordinateTransform, QgsExpression, QgsFeatureRequest,
-                       QgsMapLayerProxyModel, QgsProject, QgsRectangle, QgsVectorLayer)
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsExpression,
+                       QgsFeatureRequest, QgsProject, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QKeySequence
-from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QDockWidget, QFileDialog, QFormLayout, QGroupBox,
-                                 QHBoxLayout, QLabel, QListWidget, QListWidgetItem, QProgressBar, QShortcut,
-                                 QPushButton, QSpinBox, QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QListWidgetItem, QShortcut,
+                                 QVBoxLayout, QWidget)
 
+from .annotate_section import AnnotateSection
 from .engine_job import EngineJob, JobOutcome
+from .i18n import tr
 from .layers import add_annotation_layers
 from .review_queue import review_order, status_counts
 from .project_link import open_store_layer, remember_store, remembered_store
@@ -28,13 +27,8 @@ from .store_reader import (label_columns, latest_model, model_thresholds, split_
                            tile_name)
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
-EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS = "Map canvas extent", "Drawn rectangle", \
-    "Selected polygons of a layer"
-
-
-def tr(text: str) -> str:
-    from qgis.PyQt.QtCore import QCoreApplication
-    return QCoreApplication.translate("TileLabel", text)
+from .review_section import ReviewSection
+from .train_section import TrainSection
 
 
 class TileLabelDock(QDockWidget):
@@ -48,22 +42,58 @@ class TileLabelDock(QDockWidget):
         self.last_outcome: JobOutcome | None = None
         self.tiles_layer: QgsVectorLayer | None = None
         self.store_path: str | None = None
-        self.drawn_extent: QgsRectangle | None = None
-        self._extent_tool: QgsMapToolExtent | None = None
         self._updating = False
         self._review_history: list[str] = []
         body = QWidget()
         layout = QVBoxLayout(body)
-        layout.addWidget(self._annotate_box())
-        layout.addWidget(self._review_box())
-        layout.addWidget(self._train_box())
+        self.annotate_section = AnnotateSection(iface)
+        self.review_section = ReviewSection()
+        self.train_section = TrainSection()
+        for section in (self.annotate_section, self.review_section, self.train_section):
+            layout.addWidget(section)
+            self._expose(section)
         layout.addStretch(1)
+        self._wire()
         self.setWidget(body)
         self.refresh_models()
         project = QgsProject.instance()
         project.readProject.connect(self._project_read)
         project.layersWillBeRemoved.connect(self._layers_removed)
         project.cleared.connect(self._forget_layer)
+
+    def _expose(self, section: QWidget) -> None:
+        """The sections' widgets as the dock's own attributes (dock.annotate_button...)."""
+        for name, value in vars(section).items():
+            if isinstance(value, QWidget) and not hasattr(self, name):
+                setattr(self, name, value)
+
+    def _wire(self) -> None:
+        self.annotate_button.clicked.connect(self.annotate)
+        self.cancel_button.clicked.connect(self.cancel)
+        self.label_list.itemChanged.connect(self._label_toggled)
+        self.verify_button.clicked.connect(self.mark_verified)
+        self.undo_button.clicked.connect(self.undo)
+        self.open_store_button.clicked.connect(lambda: self.open_store())
+        self.previous_button.clicked.connect(lambda: self.step_review(-1))
+        self.next_button.clicked.connect(lambda: self.step_review(1))
+        self.export_button.clicked.connect(lambda: self.export())
+        self.retrain_button.clicked.connect(self.retrain)
+        self._shortcuts()
+
+    def _shortcuts(self) -> None:
+        """Keys for the review loop, active while the panel has focus."""
+        keys = {"N": lambda: self.step_review(1), "P": lambda: self.step_review(-1),
+                "V": self.mark_verified, "U": self.undo}
+        keys.update({str(k): (lambda k=k: self.toggle_row(k - 1)) for k in range(1, 10)})
+        self._shortcut_objects = []
+        for key, action in keys.items():
+            shortcut = QShortcut(QKeySequence(key), self)
+            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
+            shortcut.activated.connect(action)
+            self._shortcut_objects.append(shortcut)
+
+    def current_extent(self):
+        return self.annotate_section.current_extent()
 
     def disconnect_project(self) -> None:
         """Called by the plugin's unload: stop listening to the project."""
@@ -113,119 +143,6 @@ class TileLabelDock(QDockWidget):
         self.use_store(store, layer)
 
     # -- widgets ---------------------------------------------------------------------
-    def _annotate_box(self) -> QGroupBox:
-        box = QGroupBox(tr("Annotate"))
-        form = QFormLayout(box)
-        self.raster_combo = QgsMapLayerComboBox()
-        self.raster_combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        form.addRow(tr("Raster"), self.raster_combo)
-        self.model_combo = QComboBox()
-        form.addRow(tr("Model"), self.model_combo)
-        self.extent_combo = QComboBox()
-        self.extent_combo.addItems([EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS])
-        self.draw_button = QPushButton(tr("Draw"))
-        self.draw_button.clicked.connect(self.start_drawing)
-        row = QHBoxLayout()
-        row.addWidget(self.extent_combo, 1)
-        row.addWidget(self.draw_button)
-        form.addRow(tr("Extent"), row)
-        self.polygon_combo = QgsMapLayerComboBox()
-        self.polygon_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
-        form.addRow(tr("Polygons"), self.polygon_combo)
-        self.store_widget = QgsFileWidget()
-        self.store_widget.setStorageMode(QgsFileWidget.SaveFile)
-        self.store_widget.setFilter("GeoPackage (*.gpkg)")
-        form.addRow(tr("Store"), self.store_widget)
-        self.gsd_check = QCheckBox(tr("Annotate even if the raster's resolution is far from "
-                                      "the model's"))
-        form.addRow(self.gsd_check)
-        self.annotate_button = QPushButton(tr("Annotate extent"))
-        self.annotate_button.clicked.connect(self.annotate)
-        self.cancel_button = QPushButton(tr("Cancel"))
-        self.cancel_button.setEnabled(False)
-        self.cancel_button.clicked.connect(self.cancel)
-        row = QHBoxLayout()
-        row.addWidget(self.annotate_button, 1)
-        row.addWidget(self.cancel_button)
-        form.addRow(row)
-        self.progress = QProgressBar()
-        self.progress.setRange(0, 100)
-        self.status = QLabel("")
-        self.status.setWordWrap(True)
-        form.addRow(self.progress)
-        form.addRow(self.status)
-        return box
-
-    def _review_box(self) -> QGroupBox:
-        box = QGroupBox(tr("Labels of the selected tiles"))
-        layout = QVBoxLayout(box)
-        self.tile_info = QLabel(tr("Select tiles on the map or in the attribute table."))
-        self.tile_info.setWordWrap(True)
-        self.label_list = QListWidget()
-        self.label_list.itemChanged.connect(self._label_toggled)
-        row = QHBoxLayout()
-        self.verify_button = QPushButton(tr("Mark verified"))
-        self.verify_button.clicked.connect(self.mark_verified)
-        self.undo_button = QPushButton(tr("Undo last correction"))
-        self.undo_button.clicked.connect(self.undo)
-        self.open_store_button = QPushButton(tr("Open store..."))
-        self.open_store_button.clicked.connect(lambda: self.open_store())
-        row.addWidget(self.open_store_button)
-        row.addWidget(self.verify_button)
-        row.addWidget(self.undo_button)
-        nav = QHBoxLayout()
-        self.previous_button = QPushButton(tr("< Previous"))
-        self.previous_button.setToolTip(tr("Previous tile to review (P)"))
-        self.previous_button.clicked.connect(lambda: self.step_review(-1))
-        self.next_button = QPushButton(tr("Next to review >"))
-        self.next_button.setToolTip(tr("Next tile to review, least confident first (N); "
-                                       "V verifies, U undoes, 1-9 toggle the labels"))
-        self.next_button.clicked.connect(lambda: self.step_review(1))
-        nav.addWidget(self.previous_button)
-        nav.addWidget(self.next_button)
-        self.counts = QLabel("")
-        layout.addWidget(self.counts)
-        layout.addLayout(nav)
-        layout.addWidget(self.tile_info)
-        layout.addWidget(self.label_list)
-        layout.addLayout(row)
-        self._shortcuts(box)
-        return box
-
-    def _shortcuts(self, widget: QWidget) -> None:
-        """Keys for the review loop, active while the panel has focus."""
-        keys = {"N": lambda: self.step_review(1), "P": lambda: self.step_review(-1),
-                "V": self.mark_verified, "U": self.undo}
-        keys.update({str(k): (lambda k=k: self.toggle_row(k - 1)) for k in range(1, 10)})
-        self._shortcut_objects = []
-        for key, action in keys.items():
-            shortcut = QShortcut(QKeySequence(key), self)
-            shortcut.setContext(Qt.WidgetWithChildrenShortcut)
-            shortcut.activated.connect(action)
-            self._shortcut_objects.append(shortcut)
-
-    def _train_box(self) -> QGroupBox:
-        box = QGroupBox(tr("Export and retrain"))
-        form = QFormLayout(box)
-        self.export_button = QPushButton(tr("Export labelled tiles..."))
-        self.export_button.clicked.connect(lambda: self.export())
-        self.chips_check = QCheckBox(tr("with image chips"))
-        row = QHBoxLayout()
-        row.addWidget(self.export_button, 1)
-        row.addWidget(self.chips_check)
-        form.addRow(row)
-        self.epochs_spin = QSpinBox()
-        self.epochs_spin.setRange(1, 200)
-        self.epochs_spin.setValue(5)
-        form.addRow(tr("Epochs"), self.epochs_spin)
-        self.retrain_button = QPushButton(tr("Retrain on reviewed tiles"))
-        self.retrain_button.clicked.connect(self.retrain)
-        form.addRow(self.retrain_button)
-        self.train_status = QLabel("")
-        self.train_status.setWordWrap(True)
-        form.addRow(self.train_status)
-        return box
-
     # -- models ----------------------------------------------------------------------
     def refresh_models(self, select: str | None = None) -> None:
         """Default model, the settings' model, and model versions saved beside the store."""
@@ -316,30 +233,6 @@ class TileLabelDock(QDockWidget):
             task.cancel()
 
     # -- annotate ---------------------------------------------------------------------
-    def start_drawing(self) -> None:
-        canvas = self.iface.mapCanvas()
-        self._extent_tool = QgsMapToolExtent(canvas)
-        self._extent_tool.extentChanged.connect(self._extent_drawn)
-        canvas.setMapTool(self._extent_tool)
-
-    def _extent_drawn(self, rect: QgsRectangle) -> None:
-        self.drawn_extent = rect
-        self.extent_combo.setCurrentText(EXTENT_DRAWN)
-        self.iface.mapCanvas().unsetMapTool(self._extent_tool)
-
-    def current_extent(self) -> tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None:
-        canvas = self.iface.mapCanvas()
-        source = self.extent_combo.currentText()
-        if source == EXTENT_DRAWN:
-            return (self.drawn_extent, canvas.mapSettings().destinationCrs()) \
-                if self.drawn_extent else None
-        if source == EXTENT_POLYGONS:
-            layer = self.polygon_combo.currentLayer()
-            if layer is None or not layer.selectedFeatureCount():
-                return None
-            return layer.boundingBoxOfSelected(), layer.crs()
-        return canvas.extent(), canvas.mapSettings().destinationCrs()
-
     def annotate(self) -> None:
         raster = self.raster_combo.currentLayer()
         if raster is None:

@@ -8,7 +8,8 @@ from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
 from qgis.PyQt.QtWidgets import QAction
 
-from .dock import TileLabelDock, tr
+from .dock import TileLabelDock
+from .i18n import tr
 from .processing_provider import TileLabelProvider
 
 MENU = "&TileLabel"
