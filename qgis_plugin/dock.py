@@ -31,6 +31,18 @@ from .review_section import ReviewSection
 from .train_section import TrainSection
 
 
+FEW_REVIEWED = 20  # below this many reviewed tiles, Retrain warns
+
+
+def _val_metrics(model_dir: str | None) -> dict:
+    try:
+        doc = json.loads((Path(model_dir) / "model.json").read_text()) if model_dir else {}
+    except (OSError, ValueError):
+        return {}
+    val = doc.get("metrics", {}).get("val", {})
+    return val if {"mAP_macro", "OF1", "CF1"} <= set(val) else {}
+
+
 class TileLabelDock(QDockWidget):
     def __init__(self, iface, parent=None) -> None:
         super().__init__(tr("TileLabel"), parent)
@@ -208,6 +220,14 @@ class TileLabelDock(QDockWidget):
             self.status.setText(f"{event['stage']}: {event['done']} / {event['total']}")
         elif event.get("event") == "log" and "epoch_metrics" in event:
             self.train_status.setText(event["message"])
+        elif event.get("event") == "log" and event.get("level") == "warning":
+            self.warn(event["message"])
+
+    def warn(self, message: str) -> None:
+        """An engine warning: in the panel and QGIS's message bar (it fades)."""
+        self.status.setText(tr("Warning: ") + message)
+        self.iface.messageBar().pushMessage("TileLabel", message, level=Qgis.Warning,
+                                            duration=15)
 
     def _set_jobs_enabled(self, enabled: bool) -> None:
         for button in (self.annotate_button, self.export_button, self.retrain_button):
@@ -222,11 +242,23 @@ class TileLabelDock(QDockWidget):
         self.last_outcome = outcome
         if outcome.cancelled:
             self.status.setText(tr("Cancelled; the store keeps every tile written before."))
+            self._show_partial(task)
             return
         if outcome.error:
             self._error(outcome.error)
             return
         on_done(outcome.result or {})
+
+    def _show_partial(self, task: EngineJob) -> None:
+        """After a cancelled annotate: show the tiles it committed."""
+        store = getattr(task, "store", None)
+        if store and Path(store).is_file():
+            try:
+                self.use_store(store, open_store_layer(store))
+                self.tiles_layer.dataProvider().reloadData()
+                self.tiles_layer.triggerRepaint()
+            except (RuntimeError, sqlite3.Error):
+                pass  # cancelled before the store had its tables
 
     def cancel(self) -> None:
         for task in list(self.jobs):
@@ -255,8 +287,10 @@ class TileLabelDock(QDockWidget):
                str(self.settings.batch_size), "--device", self.settings.device,
                *(["--allow-gsd-mismatch"] if self.gsd_check.isChecked() else [])]
         name = Path(store).stem
-        self._run(tr("Annotating ") + raster.name(), job,
-                  lambda result: self._annotated(result, name))
+        task = self._run(tr("Annotating ") + raster.name(), job,
+                         lambda result: self._annotated(result, name))
+        if task is not None:
+            task.store = store
 
     def _annotated(self, result: dict, name: str) -> None:
         self.store_path = result["store"]
@@ -458,7 +492,15 @@ class TileLabelDock(QDockWidget):
         if not parent:
             self._error(tr("Choose a model directory to fine-tune (TileLabel settings)."))
             return
-        out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+        reviewed = status_counts(self.store_path)
+        reviewed = reviewed["corrected"] + reviewed["verified"]
+        if reviewed < FEW_REVIEWED:
+            self.warn(tr("Only {} reviewed tiles to learn from: the new version will hardly "
+                         "change, and its validation figures rest on a handful of tiles. "
+                         "Review more tiles for a real gain.").format(reviewed))
+        self._parent_model = parent
+        stamp = time.strftime('%Y%m%d-%H%M%S')
+        out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{stamp}"
         job = ["train", "--dataset", f"gpkg:{self.store_path}", "--init-from", parent,
                "--out", str(out), "--epochs", str(self.epochs_spin.value()),
                "--device", self.settings.device, "--batch-size", str(self.settings.batch_size),
@@ -469,6 +511,10 @@ class TileLabelDock(QDockWidget):
         m = result.get("metrics") or {}
         figures = (tr("val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f}").format(
             m["mAP_macro"], m["OF1"], m["CF1"]) if m else tr("no validation tiles"))
-        self.train_status.setText(tr("New model {} ({}), from {}").format(
-            result["model_id"], figures, result.get("parent")))
+        before = _val_metrics(getattr(self, "_parent_model", None))
+        parent_figures = (tr("; its parent: val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f} (on the "
+                             "parent's own validation data)").format(
+            before["mAP_macro"], before["OF1"], before["CF1"]) if before else "")
+        self.train_status.setText(tr("New model {} ({}), from {}{}").format(
+            result["model_id"], figures, result.get("parent"), parent_figures))
         self.refresh_models(select=result["model"])

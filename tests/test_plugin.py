@@ -139,6 +139,7 @@ def test_cancel_stops_the_engine_and_leaves_the_store_consistent(tmp_path, qtbot
     qtbot.mouseClick(dock.cancel_button, Qt.LeftButton)
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
     assert dock.last_outcome.cancelled and "Cancelled" in dock.status.text()
+    assert dock.tiles_layer is not None and dock.tiles_layer.featureCount() > 0  # shown
     with sqlite3.connect(tmp_path / "big.gpkg") as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         assert conn.execute("SELECT outcome FROM runs").fetchone()[0] == "interrupted"
@@ -155,6 +156,31 @@ def test_engine_error_shows_in_the_message_bar(tmp_path, qtbot, qgis_iface, qgis
     assert "coarser than the model" in outcome.error
     messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
     assert any("coarser than the model" in m for m in messages)
+    QgsProject.instance().removeAllMapLayers()
+
+
+def test_engine_warnings_reach_the_panel_and_the_message_bar(tmp_path, qtbot, qgis_iface,
+                                                            qgis_new_project, dock):
+    import rasterio
+    from rasterio.enums import ColorInterp
+    from rasterio.windows import Window
+
+    unnamed = tmp_path / "unnamed.tif"
+    with rasterio.open(SAMPLE) as src:
+        profile = src.profile | {"width": 400, "height": 400, "photometric": "MINISBLACK"}
+        profile.pop("compress", None)
+        with rasterio.open(unnamed, "w", **{**profile, "transform": src.window_transform(
+                Window(0, 0, 400, 400))}) as dst:
+            dst.write(src.read(window=Window(0, 0, 400, 400)))
+            dst.colorinterp = [ColorInterp.undefined] * 3
+    layer = QgsRasterLayer(str(unnamed), "unnamed")
+    QgsProject.instance().addMapLayer(layer)
+    qgis_iface.mapCanvas().setDestinationCrs(layer.crs())
+    qgis_iface.mapCanvas().setExtent(layer.extent())
+    outcome = _annotate(dock, qtbot, layer, tmp_path / "u.gpkg")
+    assert outcome.error is None, outcome.error
+    warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)
+    assert any("does not name its bands" in m for m in warnings), warnings
     QgsProject.instance().removeAllMapLayers()
 
 
