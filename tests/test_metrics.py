@@ -37,3 +37,19 @@ def test_top3_metrics_predict_each_images_three_best_labels():
     top3 = multilabel_metrics(scores, targets)["top3"]
     # image 1: top3 {0,1,2}, 2 right of 3; image 2: top3 {0,1,2}, none right
     assert top3["OP"] == pytest.approx(2 / 6) and top3["OR"] == pytest.approx(2 / 3)
+
+
+def test_calibrated_thresholds_maximise_each_labels_f1_and_keep_rare_labels():
+    from engine.metrics import calibrate_thresholds
+
+    rng = np.random.default_rng(0)
+    targets = np.zeros((200, 3), bool)
+    targets[:60, 0] = True
+    targets[:2, 2] = True                                 # too few positives to calibrate
+    scores = rng.random((200, 3)) * 0.3
+    scores[:60, 0] += 0.35                                 # positives at 0.35-0.65
+    thresholds = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7])
+    assert 0.3 <= thresholds[0] <= 0.35                   # in the gap (F1 1.0), not 0.5
+    assert thresholds[1] == 0.5 and thresholds[2] == 0.7  # no / too few positives: kept
+    pred = scores[:, 0] >= thresholds[0]
+    assert (pred == targets[:, 0]).all()

@@ -39,7 +39,7 @@ from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
 from engine.device import resolve_device
-from engine.metrics import multilabel_metrics
+from engine.metrics import calibrate_thresholds, multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
 from engine.models.registry import ARCHITECTURES
 from engine.progress import Reporter
@@ -318,6 +318,7 @@ class Trainer:
         model.load_state_dict(best)
         if hasattr(model, "end_schedule"):
             model.end_schedule()
+        self._calibrate(net, val_view, state)  # every rank: validation gathers across ranks
         result = self._finish(model, state) if main else {}
         shutdown(self.ctx)
         return result
@@ -332,8 +333,29 @@ class Trainer:
         torch.manual_seed(self.cfg.seed)
         prepare(torch.stack([view[i][0] for i in range(len(view))]).to(self.device))
 
+    def _calibrate(self, net: nn.Module, view: TrainingView, state: dict[str, Any]) -> None:
+        """Per-label thresholds from the kept model's validation scores (each label's best
+        F1), stored in the model; its metrics are recorded at 0.5 and at those thresholds,
+        so a gain is never a threshold effect. A model whose probabilities encode its own
+        decision rule (CM-GM's credible labels) keeps 0.5."""
+        if not self.val_items:
+            return
+        scores, targets = self.validation_scores(net, view)
+        at_half = multilabel_metrics(scores, targets, np.full(len(self.spec.labels), 0.5),
+                                     self.spec.labels)
+        state["metrics_at_0.5"] = {k: at_half[k] for k in METRIC_KEYS}
+        if getattr(self.model, "OWN_DECISION_RULE", False):
+            return
+        self.spec.thresholds = calibrate_thresholds(scores, targets,
+                                                    self.spec.label_thresholds())
+        tuned = multilabel_metrics(scores, targets, np.asarray(self.spec.thresholds),
+                                   self.spec.labels)
+        state.update(best_metrics={k: tuned[k] for k in METRIC_KEYS},
+                     best_per_class=tuned["per_class"])
+
     @torch.no_grad()
-    def validate(self, net: nn.Module, view: TrainingView) -> dict[str, Any]:
+    def validation_scores(self, net: nn.Module, view: TrainingView) -> tuple[np.ndarray, np.ndarray]:
+        """(probabilities, targets) of the validation images, gathered from every rank."""
         net.eval()
         scores, targets, index = [], [], []
         for x, y, i in self._loader(view, False, 0):
@@ -345,7 +367,11 @@ class Trainer:
                        self.ctx)
         s, t, i = (np.concatenate([p[k] for p in parts]) for k in range(3))
         _, first = np.unique(i, return_index=True)  # DistributedSampler pads with repeats
-        return multilabel_metrics(s[first], t[first], np.asarray(self.spec.label_thresholds()),
+        return s[first], t[first]
+
+    def validate(self, net: nn.Module, view: TrainingView) -> dict[str, Any]:
+        scores, targets = self.validation_scores(net, view)
+        return multilabel_metrics(scores, targets, np.asarray(self.spec.label_thresholds()),
                                   self.spec.labels)
 
     def _label_embeddings(self, labels: list[str], required: bool = False) -> list[list[float]] | None:
@@ -367,6 +393,7 @@ class Trainer:
         cfg = self.cfg
         throughput = state["images_seen"] / max(state["train_seconds"], 1e-9)
         self.spec.metrics = {"val": state.get("best_metrics", {}),
+                             "val_at_0.5": state.get("metrics_at_0.5", {}),
                              "val_per_class": state.get("best_per_class", {})}
         self.spec.training = {
             "datasets": [f"{d.kind}:{d.root}" for d in self.datasets],

@@ -115,6 +115,9 @@ class CMGMConfig:
 
 
 class CMGM(nn.Module):
+    # its probabilities encode the credible-label rule: the trainer keeps thresholds at 0.5
+    OWN_DECISION_RULE = True
+
     def __init__(self, cfg: CMGMConfig) -> None:
         super().__init__()
         self.cfg = cfg
