@@ -66,6 +66,10 @@ def train_and_measure(data: UCMercedMultiLabel, arch: str, config: dict, epochs:
     return {**result["metrics"], "minutes": minutes, "params": params, "ms": ms}
 
 
+def _name(arch: str, config: dict) -> str:
+    return arch + (f" ({config['variant']})" if "variant" in config else "")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dataset", type=Path, default=UCM)
@@ -73,14 +77,17 @@ def main() -> None:
     ap.add_argument("--arch", action="append", help="only these architectures")
     ap.add_argument("--resnet-weights", help="ImageNet ResNet-50 weights (.safetensors)")
     ap.add_argument("--keep", type=Path, help="keep the trained models in this folder")
+    ap.add_argument("--skip", action="append", default=[],
+                    help="skip a run by its row name, e.g. 'deeplift (rgcn)'")
     args = ap.parse_args()
-    runs = [r for r in RUNS if not args.arch or r[0] in args.arch]
+    runs = [r for r in RUNS if (not args.arch or r[0] in args.arch)
+            and _name(*r) not in args.skip]
     if args.resnet_weights:
         runs.insert(1, ("resnet", {"backbone": "resnet50", "backbone_weights": args.resnet_weights}))
     data = UCMercedMultiLabel.open(args.dataset)
     rows = []
     for arch, config in runs:
-        name = arch + (f" ({config['variant']})" if "variant" in config else "")
+        name = _name(arch, config)
         keep = args.keep / name.replace(" (", "-").rstrip(")") if args.keep else None
         m = train_and_measure(data, arch, config, args.epochs, keep)
         rows.append(f"| {name} | {m['OF1']:.3f} | {m['CF1']:.3f} | {m['mAP_macro']:.3f} | "
