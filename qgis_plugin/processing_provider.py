@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingParameterBoolean, QgsProcessingException, QgsProcessingFeedback,
+from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingContext,
+                       QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingLayerPostProcessorInterface, QgsProcessingParameterBoolean,
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
@@ -41,6 +43,34 @@ def _run(job: list[str], feedback: QgsProcessingFeedback) -> dict:
     if outcome.error:
         raise QgsProcessingException(outcome.error)
     return outcome.result or {}
+
+
+def store_beside(raster: str) -> str:
+    """The default store of a raster: ``<raster stem>_tilelabel.gpkg`` beside it."""
+    base, _ = os.path.splitext(raster)
+    return base + "_tilelabel.gpkg"
+
+
+class _StyleTiles(QgsProcessingLayerPostProcessorInterface):
+    """Styles the tiles layer as the panel does, once Processing has loaded it."""
+
+    instance = None  # Processing keeps a reference only: hold one here
+
+    def postProcessLayer(self, layer, context, feedback):  # noqa: N802
+        from .layers import style_tiles
+        from .store_reader import store_labels
+
+        style_tiles(layer, store_labels(layer.source().split("|")[0]))
+
+
+def load_styled_tiles(store: str, context: QgsProcessingContext) -> None:
+    """Ask Processing to load the store's tiles layer into the project when the
+    algorithm completes, styled by label."""
+    details = QgsProcessingContext.LayerDetails(
+        f"{os.path.splitext(os.path.basename(store))[0]} tiles", context.project(), "STORE")
+    _StyleTiles.instance = _StyleTiles()
+    details.setPostProcessor(_StyleTiles.instance)
+    context.addLayerToLoadOnCompletion(f"{store}|layername=tiles", details)
 
 
 class _Algorithm(QgsProcessingAlgorithm):
@@ -81,11 +111,14 @@ class AnnotateRaster(_Algorithm):
             "ALLOW_GSD_MISMATCH", "Annotate even when the raster's resolution is far from "
             "the model's", defaultValue=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "STORE", "Annotation store", "GeoPackage (*.gpkg)"))
+            "STORE", "Annotation store (default: <raster>_tilelabel.gpkg beside the raster)",
+            "GeoPackage (*.gpkg)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         raster = self.parameterAsRasterLayer(parameters, "RASTER", context)
         store = self.parameterAsFileOutput(parameters, "STORE", context)
+        if not store or parameters.get("STORE") == QgsProcessing.TEMPORARY_OUTPUT:
+            store = store_beside(raster.source())  # not a temporary file that vanishes
         model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
             PluginSettings.load())
         job = ["annotate", raster.source(), "--out", store, "--overlap",
@@ -102,6 +135,7 @@ class AnnotateRaster(_Algorithm):
                                                     rect.xMaximum(), rect.yMaximum())),
                     "--extent-crs", crs.authid() or crs.toWkt()]
         result = _run(job, feedback)
+        load_styled_tiles(store, context)
         return {"STORE": store, "ATTENTION": result.get("attention"),
                 "TILES": result.get("tiles_written")}
 

@@ -361,6 +361,21 @@ def test_processing_algorithms_run(tmp_path, provider):
     assert (model / "model.json").is_file() and result["MODEL_ID"]
 
 
+def test_processing_annotate_defaults_beside_the_raster_and_loads_styled_tiles(
+        tmp_path, provider, qgis_new_project):
+    import shutil
+
+    import processing
+
+    raster = shutil.copy(SAMPLE, tmp_path / "scene.tif")
+    result = processing.runAndLoadResults("tilelabel:annotate", {"RASTER": str(raster)})
+    assert result["STORE"] == str(tmp_path / "scene_tilelabel.gpkg")
+    layers = QgsProject.instance().mapLayersByName("scene_tilelabel tiles")
+    assert len(layers) == 1 and layers[0].featureCount() == 16
+    assert layers[0].renderer().type() == "categorizedSymbol"  # styled as in the panel
+    QgsProject.instance().removeAllMapLayers()
+
+
 def test_missing_engine_interpreter_is_reported_with_the_install_command(
         qtbot, sample_layer, dock, qgis_iface, monkeypatch):
     import qgis_plugin.dock as dock_module
