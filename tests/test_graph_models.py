@@ -119,12 +119,18 @@ def test_asge_cosine_similarities_approach_the_symmetrised_adjacency():
 
 @pytest.mark.parametrize("arch", ["cma", "ms-cma"])
 def test_cma_attention_is_a_relu_cosine_normalised_over_locations(arch):
+    torch.manual_seed(0)
     model = build(arch, request()).eval()
     head = model.heads["stride32"]
     feats = head.reduce(torch.randn(2, model.backbone.out_channels, 3, 3))
     a = head.attention(feats, model.label_embeddings)
+    z = head.similarity(feats, model.label_embeddings)
     assert a.shape == (2, len(LABELS), 9) and bool((a >= 0).all())
-    assert torch.allclose(a.sum(-1), torch.ones(2, len(LABELS)), atol=1e-5)
+    # Eq. 8 normalises over locations; a label no location points towards (every cosine
+    # negative, which the signed projections allow) gets no attention at all
+    matched = (z > 0).any(-1).float()
+    assert torch.allclose(a.sum(-1), matched, atol=1e-5)
+    assert float(z.max()) <= 1 + 1e-6 and float(z.min()) >= 0
     out = model(torch.randn(2, 3, 64, 64))
     assert out.logits.shape == (2, len(LABELS)) and out.attention.shape[:2] == (2, len(LABELS))
     assert len(model.heads) == (2 if arch == "ms-cma" else 1)
