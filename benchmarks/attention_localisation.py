@@ -39,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from engine.data.datasets import open_dataset
+from engine.models.attention import map_correlation
 from engine.models.modelfile import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -180,18 +181,6 @@ def ucm_maps(model_dir: Path, n: int = 200) -> dict:
     return {"corr": map_correlation(att), "present": float(bright[y == 1].mean()),
             "absent": float(bright[y == 0].mean()),
             "parts": map_correlation(parts) if parts is not None else None}
-
-
-def map_correlation(maps: np.ndarray) -> float:
-    """Mean Pearson correlation between the different maps [N, K, h, w] of one tile."""
-    corr = []
-    for tile in maps:
-        flat = tile.reshape(len(tile), -1)
-        flat = flat[flat.std(1) > 1e-6]
-        if len(flat) > 1:
-            c = np.corrcoef(flat)
-            corr.append(c[~np.eye(len(c), dtype=bool)].mean())
-    return float(np.mean(corr))
 
 
 def main() -> None:

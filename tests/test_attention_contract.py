@@ -10,6 +10,8 @@ import torch
 
 from conftest import DATA
 
+from engine.models.attention import map_correlation
+
 UCM = f"ucmerced:{DATA / 'ucmerced_mini'}"
 ARCHS = [("gap-linear", []), ("mlgcn", []), ("srdl", []), ("cma", []), ("ms-cma", []),
          ("deeplift", ["--variant", "agcn"]), ("cmgm", [])]
@@ -53,23 +55,11 @@ def _attention(model_dir, x):
         return model((x - mean) / std).attention.numpy(), model
 
 
-def _label_correlation(att: np.ndarray) -> float:
-    """Mean Pearson correlation between the maps of different labels on the same tile."""
-    values = []
-    for maps in att:
-        flat = maps.reshape(len(maps), -1)
-        flat = flat[flat.std(1) > 1e-6]
-        if len(flat) > 1:
-            c = np.corrcoef(flat)
-            values.append(c[~np.eye(len(c), dtype=bool)].mean())
-    return float(np.mean(values))
-
-
 def test_maps_differ_between_labels_and_present_labels_are_brighter(trained, tiles):
     x, y = tiles
     att, _ = _attention(trained, x)
     assert att.min() >= 0 and att.max() <= 1
-    assert _label_correlation(att) < 0.8
+    assert map_correlation(att) < 0.8
     brightness = att.reshape(*att.shape[:2], -1).mean(-1)           # [tiles, labels]
     present, absent = brightness[y == 1].mean(), brightness[y == 0].mean()
     assert present > 1.5 * absent, (present, absent)
@@ -121,6 +111,6 @@ def test_cmgm_part_maps_start_distinct_on_real_tiles():
     model.prepare_from_data(xn[:64])
     with torch.no_grad():
         maps, _ = model.rmam(model.features(xn))
-    assert _label_correlation(maps.numpy()) < 0.5
+    assert map_correlation(maps.numpy()) < 0.5
     lit = (maps > 0.5).float().mean().item()
     assert 0.05 < lit < 0.5  # dark where a part's channels do not respond

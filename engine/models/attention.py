@@ -18,6 +18,7 @@ map's shape, so the correlation between two labels' maps is the mechanism's own.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 
@@ -36,3 +37,16 @@ def distribution_to_unit(weights: torch.Tensor, dim: int | tuple[int, ...]) -> t
     for d in dims:
         n *= weights.shape[d]
     return 1 - torch.exp(-n * weights.clamp(min=0))
+
+
+def map_correlation(maps: np.ndarray) -> float:
+    """Mean Pearson correlation between the different maps [N, K, h, w] of one tile,
+    averaged over tiles (flat maps left out): how alike a model's label maps are."""
+    values = []
+    for tile in maps:
+        flat = tile.reshape(len(tile), -1)
+        flat = flat[flat.std(1) > 1e-6]
+        if len(flat) > 1:
+            c = np.corrcoef(flat)
+            values.append(c[~np.eye(len(c), dtype=bool)].mean())
+    return float(np.mean(values))
