@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -21,44 +20,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from qgis.core import (QgsApplication, QgsMapRendererSequentialJob, QgsMapSettings,  # noqa: E402
-                       QgsProject, QgsRasterLayer)
-from qgis.gui import QgsMapCanvas, QgsMessageBar  # noqa: E402
+                       QgsProject)
 from qgis.PyQt.QtCore import QSize  # noqa: E402
 from qgis.PyQt.QtGui import QColor  # noqa: E402
-from qgis.PyQt.QtWidgets import QMainWindow  # noqa: E402
 
-SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
+from scripts.panel_session import annotated_panel  # noqa: E402
+
 OVERLAY_LABEL = "buildings"
-
-
-class Iface:
-    """The few QgisInterface calls the panel makes, for a standalone window."""
-
-    def __init__(self) -> None:
-        self.window = QMainWindow()
-        self.canvas = QgsMapCanvas(self.window)
-        self.bar = QgsMessageBar()
-
-    def mapCanvas(self):  # noqa: N802
-        return self.canvas
-
-    def mainWindow(self):  # noqa: N802
-        return self.window
-
-    def messageBar(self):  # noqa: N802
-        return self.bar
-
-    def setActiveLayer(self, layer) -> None:  # noqa: N802
-        pass
-
-
-def wait_for(condition, timeout_s: float = 300) -> None:
-    end = time.time() + timeout_s
-    while not condition():
-        QgsApplication.processEvents()
-        if time.time() > end:
-            raise TimeoutError("the annotate job did not finish")
-        time.sleep(0.05)
 
 
 def render_map(layers, extent, path: Path) -> None:
@@ -75,25 +43,9 @@ def render_map(layers, extent, path: Path) -> None:
 
 
 def main() -> None:
-    app = QgsApplication([], True)
-    app.initQgis()
-    from qgis_plugin.dock import TileLabelDock
-
-    iface = Iface()
-    raster = QgsRasterLayer(str(SAMPLE), "gorinchem")
-    QgsProject.instance().addMapLayer(raster)
-    iface.canvas.setDestinationCrs(raster.crs())
-    iface.canvas.setExtent(raster.extent())
-    dock = TileLabelDock(iface)
-    dock.engine_python = sys.executable
-    dock.resize(420, 900)
-    with tempfile.TemporaryDirectory() as tmp:
-        dock.raster_combo.setLayer(raster)
-        dock.store_widget.setFilePath(str(Path(tmp) / "gorinchem.gpkg"))
-        dock.annotate()
-        wait_for(lambda: dock.last_outcome is not None)
-        if dock.last_outcome.error:
-            raise SystemExit(dock.last_outcome.error)
+    with tempfile.TemporaryDirectory() as tmp, \
+            annotated_panel(Path(tmp) / "gorinchem.gpkg") as (dock, raster):
+        dock.resize(420, 900)
         tiles = dock.tiles_layer
         overlay = next(l for l in QgsProject.instance().mapLayers().values()
                        if l.name() == f"attention: {OVERLAY_LABEL}")
@@ -104,10 +56,7 @@ def main() -> None:
         QgsApplication.processEvents()
         dock.grab().save(str(ROOT / "docs" / "screenshot_panel.png"))
         print("wrote docs/screenshot_map.png and docs/screenshot_panel.png")
-        QgsProject.instance().removeAllMapLayers()
         del tiles, overlay, raster
-    dock.deleteLater()
-    app.exitQgis()
 
 
 if __name__ == "__main__":

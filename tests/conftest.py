@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import signal
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,3 +66,20 @@ def tiny_model_factory(tmp_path_factory):
         return made[key]
 
     return make
+
+
+@contextmanager
+def mounted_tmpfs(folder: Path, size: str):
+    """A real tmpfs of ``size`` at ``folder`` (created), unmounted afterwards; skips the
+    test where mounting is not allowed (not root). For full or read-only disks."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DATA, DEFAULT_MODEL, SAMPLE
+from conftest import DATA, DEFAULT_MODEL, SAMPLE, mounted_tmpfs
 
 
 def digest(path: Path) -> str:
@@ -233,18 +233,10 @@ def test_attention_dir_naming_a_file_is_refused_before_any_tile(run_cli, tmp_pat
 
 @pytest.fixture
 def read_only_folder(tmp_path):
-    """A folder on a tmpfs remounted read-only, holding a copy of the store; skips where
-    mounting is not allowed. (Root ignores file modes, so a real read-only mount it is.)"""
-    import subprocess
-
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({done.stderr.strip()})")
-    yield folder
-    subprocess.run(["umount", "-l", str(folder)], check=False)
+    """A folder on a tmpfs, to be remounted read-only; skips where mounting is not
+    allowed. (Root ignores file modes, so a real read-only mount it is.)"""
+    with mounted_tmpfs(tmp_path / "ro", "2m") as folder:
+        yield folder
 
 
 def _remount_read_only(folder):

@@ -6,7 +6,6 @@ this machine allows it (root, as in CI); elsewhere those tests skip and say why.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import signal
 import sqlite3
@@ -19,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, mounted_tmpfs
 
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
@@ -126,14 +125,8 @@ def test_a_reader_holding_a_transaction_does_not_block_annotate(tmp_path, tiny_m
 @pytest.fixture
 def small_disk(tmp_path):
     """A 4 MB tmpfs (unmounted afterwards); skips where mounting is not allowed."""
-    mount = tmp_path / f"disk-{uuid.uuid4().hex[:6]}"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a small tmpfs here ({done.stderr.strip()})")
-    yield mount
-    subprocess.run(["umount", "-l", str(mount)], check=False)
+    with mounted_tmpfs(tmp_path / f"disk-{uuid.uuid4().hex[:6]}", "4m") as mount:
+        yield mount
 
 
 def _fill(disk: Path, leave_bytes: int) -> None:
