@@ -64,7 +64,7 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
         attention_dir=Path(args.attention_dir) if args.attention_dir else None,
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
-        workers=args.workers)
+        workers=args.workers, runtime=args.runtime, threads=args.threads)
     result = run_annotate(opts, reporter)
     reporter.result(result)
     if not reporter.json_lines:
@@ -74,7 +74,8 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
 
 def _annotate_summary(r: dict) -> str:
     lines = [f"annotated {r['tiles_written']} tiles ({r['tiles_skipped_nodata']} nodata tiles "
-             f"skipped) in {r['seconds']} s with model {r['model_id']}",
+             f"skipped) in {r['seconds']} s with model {r['model_id']} on {r['runtime']} "
+             f"({r['device']})",
              f"  store:     {r['store']}  (layer 'tiles', CRS {r['crs']})"]
     if r["attention"]:
         lines.append(f"  attention: {r['attention']}  (one band per label)")
@@ -97,13 +98,31 @@ def cmd_models_list(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+def cmd_models_export_onnx(args: argparse.Namespace, reporter: Reporter) -> int:
+    from engine.infer.onnx_export import export_onnx
+
+    graph, record = export_onnx(Path(args.model_dir), force=args.force)
+    result = {"onnx": str(graph), "inputs": record.inputs, "attention": record.attention,
+              "opset": record.opset, "weights_sha256": record.weights_sha256}
+    reporter.result(result)
+    if not reporter.json_lines:
+        print(f"ONNX graph of {args.model_dir}: {graph} (inputs {', '.join(record.inputs)}; "
+              f"{'with' if record.attention else 'without'} attention); checked against "
+              "PyTorch")
+    return 0
+
+
 def cmd_models_info(args: argparse.Namespace, reporter: Reporter) -> int:
     from dataclasses import asdict
 
-    from engine.models.modelfile import load_model
+    from engine.infer.onnx_file import trusted_graph
+    from engine.models.spec import check_weights, read_spec
 
-    _, spec = load_model(Path(args.model_dir))
+    spec = read_spec(Path(args.model_dir))
+    check_weights(Path(args.model_dir))
+    graph = trusted_graph(Path(args.model_dir))
     info = asdict(spec)
+    info["onnx"] = str(graph[0]) if graph else None
     info.pop("label_embeddings", None)
     info.get("training", {}).pop("train_images", None)
     if reporter.json_lines:
@@ -113,6 +132,8 @@ def cmd_models_info(args: argparse.Namespace, reporter: Reporter) -> int:
         print(f"  input: {len(spec.bands)} bands {', '.join(spec.bands)}, {spec.tile_px} px "
               f"tiles at {spec.gsd_m} m/px ({spec.tile_px * spec.gsd_m:.1f} m on the ground)")
         print(f"  labels ({len(spec.labels)}): {', '.join(spec.labels)}")
+        print(f"  ONNX graph: {info['onnx'] or 'none yet (made on first annotate, or by '}"
+              f"{'' if info['onnx'] else 'tilelabel models export-onnx)'}")
         for split, m in spec.metrics.items():
             figures = "  ".join(f"{k} {v:.3f}" for k, v in m.items()
                                 if isinstance(v, float))
@@ -120,12 +141,34 @@ def cmd_models_info(args: argparse.Namespace, reporter: Reporter) -> int:
     return 0
 
 
+# train flags -> TrainConfig fields; a flag not given leaves the recipe's (or the default) value
+_TRAIN_FLAGS = {"arch": "arch", "backbone": "backbone", "epochs": "epochs",
+                "batch_size": "batch_size", "image_size": "image_px", "lr": "lr",
+                "weight_decay": "weight_decay", "schedule": "schedule",
+                "grad_clip": "grad_clip", "loss": "loss", "patience": "patience",
+                "seed": "seed", "device": "device", "workers": "workers",
+                "model_id": "model_id"}
+_TRAIN_SWITCHES = {"no_pretrained": ("pretrained", False), "no_amp": ("amp", False),
+                   "freeze_backbone": ("freeze_backbone", True),
+                   "allow_no_val": ("allow_no_val", True)}
+
+
+def _train_overrides(args: argparse.Namespace) -> dict:
+    given = vars(args)
+    out = {field: given[flag] for flag, field in _TRAIN_FLAGS.items() if flag in given}
+    out.update({field: value for flag, (field, value) in _TRAIN_SWITCHES.items()
+                if given.get(flag)})
+    out["arch_config"] = {k: given[f] for k, f in (("backbone_weights", "backbone_weights"),
+                                                   ("variant", "variant")) if given.get(f)}
+    return out
+
+
 def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.data.datasets import open_dataset
     from engine.models.modelfile import read_spec
-    from engine.train.trainer import Trainer, TrainConfig
-
     from engine.train.output_dir import check_output_dir
+    from engine.train.recipe import load_recipe, make_config
+    from engine.train.trainer import Trainer
 
     init_from = Path(args.init_from) if args.init_from else None
     check_output_dir(Path(args.out), init_from, args.resume, args.overwrite)  # before any work
@@ -134,16 +177,8 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     for d in datasets:
         for warning in d.warnings:
             reporter.log(f"{d!r}: {warning}", "warning")
-    cfg = TrainConfig(arch=args.arch, backbone=args.backbone, pretrained=not args.no_pretrained,
-                      epochs=args.epochs, batch_size=args.batch_size, image_px=args.image_size,
-                      lr=args.lr, weight_decay=args.weight_decay, schedule=args.schedule,
-                      grad_clip=args.grad_clip, loss=args.loss, patience=args.patience,
-                      seed=args.seed, device=args.device, amp=not args.no_amp,
-                      workers=args.workers, freeze_backbone=args.freeze_backbone,
-                      allow_no_val=args.allow_no_val,
-                      model_id=args.model_id,
-                      arch_config={k: v for k, v in (("backbone_weights", args.backbone_weights),
-                                                      ("variant", args.variant)) if v})
+    cfg = make_config(load_recipe(Path(args.recipe)) if args.recipe else {},
+                      _train_overrides(args))
     result = Trainer(cfg, datasets, Path(args.out), reporter, init_from, args.resume,
                      args.overwrite).run()
     if result:
@@ -272,6 +307,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "when the raster's metadata does not carry it")
     a.add_argument("--workers", type=int, help="tile-reading threads (default: 1 on CPU, "
                    "4 with CUDA)")
+    a.add_argument("--runtime", default="auto", choices=("auto", "torch", "onnx"),
+                   help="what runs the model: auto (ONNX Runtime on the CPU when installed, "
+                   "PyTorch on CUDA), torch or onnx (default: auto)")
+    a.add_argument("--threads", type=int, help="ONNX Runtime compute threads "
+                   "(default: one per CPU core)")
     _common(a)
     a.set_defaults(func=cmd_annotate)
 
@@ -279,29 +319,40 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train ARCH on KIND:PATH datasets (ucmerced, bigearthnet-v1, "
                        "bigearthnet-v2, gpkg) and write a model directory. Several GPUs or "
                        "machines: start it with torchrun.")
-    t.add_argument("--arch", default="gap-linear", help="architecture (tilelabel models list)")
+    t.add_argument("--recipe", help="a training recipe (TOML, e.g. recipes/default.toml): "
+                   "its values are the defaults; flags given here win over it")
+    hp = argparse.SUPPRESS  # hyper-parameters not given come from the recipe or TrainConfig
+    t.add_argument("--arch", default=hp, help="architecture (tilelabel models list; "
+                   "default gap-linear)")
     t.add_argument("--variant", help="architecture variant (deeplift: agcn or rgcn; cmgm: "
                    "N-LSTM, N-R-LSTM, N-BiLSTM or N-R-BiLSTM, the default; kbranch: the "
                    "Sentinel-2 resolutions, e.g. 20m+60m, default all in the data)")
     t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
                    help="training data; repeat to combine datasets with the same labels")
     t.add_argument("--out", required=True, help="model directory to write")
-    t.add_argument("--backbone", default="efficientnet_lite0",
-                   help="efficientnet_lite0 (ImageNet weights packaged), resnet50, resnet101")
+    t.add_argument("--backbone", default=hp,
+                   help="efficientnet_lite0 (ImageNet weights packaged; the default), "
+                   "resnet50, resnet101")
     t.add_argument("--backbone-weights", help="local ImageNet weights for a ResNet backbone "
                    "(.safetensors; see docs/training.md to convert a torchvision .pth)")
     t.add_argument("--no-pretrained", action="store_true", help="start the backbone from scratch")
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--image-size", type=int, help="input side in px (default: the dataset's)")
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=1e-4)
-    t.add_argument("--schedule", default="cosine", choices=("cosine", "step", "constant"))
-    t.add_argument("--grad-clip", type=float, default=5.0, help="max gradient norm (0: off)")
-    t.add_argument("--loss", default="bce", choices=("bce", "weighted-bce", "imbalance-bce", "asl"))
-    t.add_argument("--patience", type=int, default=5, help="early stopping: epochs without "
-                   "a better validation mAP")
-    t.add_argument("--seed", type=int, default=0, help="seeds the split, shuffling, augmentation")
+    t.add_argument("--epochs", type=int, default=hp, help="default 10")
+    t.add_argument("--image-size", type=int, default=hp,
+                   help="input side in px (default: the dataset's)")
+    t.add_argument("--batch-size", type=int, default=hp, help="default 32")
+    t.add_argument("--lr", type=float, default=hp, help="learning rate of the new layers "
+                   "(default 1e-3; the backbone's is 0.1 x, or the recipe's backbone_lr_scale)")
+    t.add_argument("--weight-decay", type=float, default=hp, help="AdamW (default 1e-4)")
+    t.add_argument("--schedule", default=hp, choices=("cosine", "step", "constant"),
+                   help="default cosine")
+    t.add_argument("--grad-clip", type=float, default=hp,
+                   help="max gradient norm (0: off; default 5)")
+    t.add_argument("--loss", default=hp,
+                   choices=("bce", "weighted-bce", "imbalance-bce", "asl"), help="default bce")
+    t.add_argument("--patience", type=int, default=hp, help="early stopping: epochs without "
+                   "a better validation mAP (default 5)")
+    t.add_argument("--seed", type=int, default=hp,
+                   help="seeds the split, shuffling, augmentation (default 0)")
     t.add_argument("--init-from", help="fine-tune from this model directory")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the model already in "
@@ -309,10 +360,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--freeze-backbone", action="store_true")
     t.add_argument("--allow-no-val", action="store_true", help="train even when the data "
                    "has no validation images (few corrected tiles): keep the last epoch")
-    t.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    t.add_argument("--device", default=hp, choices=("auto", "cpu", "cuda"),
+                   help="default auto")
     t.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
-    t.add_argument("--workers", type=int, default=0, help="DataLoader worker processes")
-    t.add_argument("--model-id", help="name of the new model version")
+    t.add_argument("--workers", type=int, default=hp,
+                   help="DataLoader worker processes (default 0)")
+    t.add_argument("--model-id", default=hp, help="name of the new model version")
     _common(t)
     t.set_defaults(func=cmd_train)
 
@@ -377,6 +430,16 @@ def build_parser() -> argparse.ArgumentParser:
     mi.add_argument("model_dir")
     _common(mi)
     mi.set_defaults(func=cmd_models_info)
+    mo = msub.add_parser("export-onnx", help="make (or find) the model's ONNX graph for "
+                         "ONNX Runtime; annotate does this on first use",
+                         description="Export the model's network from its safetensors "
+                         "weights to model.onnx beside them (or into the cache when that "
+                         "folder is read-only), checked against PyTorch. Needs PyTorch.")
+    mo.add_argument("model_dir")
+    mo.add_argument("--force", action="store_true", help="export again even when a graph "
+                    "matching the weights exists")
+    _common(mo)
+    mo.set_defaults(func=cmd_models_export_onnx)
     return parser
 
 

@@ -30,10 +30,10 @@ from engine.errors import JobInterrupted, RasterError, StoreError
 from engine.infer.attention_writer import AttentionWriter, write_failed
 from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources,
                                    reference_raster, stacked_sources)
-from engine.device import resolve_device
-from engine.infer.predictor import Predictor
+from engine.infer.predictor_base import TilePredictor
+from engine.infer.runtime import open_predictor
 from engine.infer.tile_reader import TileReader, prefetched_batches
-from engine.models.modelfile import ModelSpec, load_model
+from engine.models.spec import ModelSpec, read_spec
 from engine.progress import Reporter
 from engine.store import AnnotationStore, TileRecord
 from engine.store.annotation_store import check_writable, remove_leftovers, use_wal
@@ -64,6 +64,8 @@ class AnnotateOptions:
     s2_offset: float | None = None
     workers: int | None = None  # tile-reading threads; None: 1 on CPU, 4 on CUDA
     prefetch: int = 4
+    runtime: str = "auto"       # auto | torch | onnx (engine.infer.runtime)
+    threads: int | None = None  # ONNX Runtime compute threads; None: one per CPU core
 
 
 @dataclass
@@ -180,12 +182,13 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
         raise StoreError("--batch-size must be at least 1")
     if opts.workers is not None and opts.workers < 1:
         raise StoreError(f"--workers must be at least 1 (got {opts.workers})")
-    model, spec = load_model(opts.model_dir)
+    spec = read_spec(opts.model_dir)
     plan = plan_annotation(opts, spec, reporter)
-    resolve_device(opts.device)  # an unavailable device is refused before the store is touched
     check_writable(opts.store)
     if opts.attention:
         _check_attention_dir(opts)
+    # the model is loaded (and its ONNX graph made, once) before the store is touched
+    predictor = open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
     with StoreJobLock(opts.store):
         remove_leftovers(opts.store)
         with AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs) as store:
@@ -194,20 +197,19 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
             if stale:
                 reporter.log(f"{stale} earlier run(s) of this store ended without finishing "
                              "(killed or crashed); their committed tiles are kept", "warning")
-            return _annotate_into(store, opts, spec, model, plan, reporter, t_start)
+            return _annotate_into(store, opts, predictor, plan, reporter, t_start)
 
 
-def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, spec: ModelSpec, model,
+def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, predictor: TilePredictor,
                    plan: AnnotatePlan, reporter: Reporter, t_start: float) -> dict:
-    device = resolve_device(opts.device)
-    predictor = Predictor(model, spec, device)
+    spec = predictor.spec
     params = asdict(opts)
     run_id = store.begin_run("annotate", params)
     store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
                          spec.metrics, spec.parent)
     reporter.log(f"annotating {len(plan.grid)} tiles of {plan.grid.size_x}x{plan.grid.size_y} "
                  f"raster px ({spec.tile_px} px at {spec.gsd_m} m) with {spec.model_id} on "
-                 f"{device.type}")
+                 f"{predictor.runtime} ({predictor.device_type})")
     counters = {"written": 0, "skipped": 0}
     att_path = attention_path(opts, run_id)
     try:
@@ -229,6 +231,7 @@ def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, spec: ModelSpe
         "tiles_written": counters["written"], "tiles_skipped_nodata": counters["skipped"],
         "crs": plan.info.crs.to_string(), "labels": spec.labels,
         "seconds": round(time.perf_counter() - t_start, 2),
+        "runtime": predictor.runtime, "device": predictor.device_type,
     }
     store.finish_run(run_id, "completed", counters["written"], counters["skipped"], "",
                      {"attention": result["attention"]})
@@ -246,7 +249,7 @@ def _reader(opts: AnnotateOptions, plan: AnnotatePlan) -> TileReader | GroupedTi
                       spec.mean, spec.std, spec.tile_px)
 
 
-def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
+def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
             store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
             reporter: Reporter) -> bool:
     """Predict and write every tile; True when an attention raster was written."""
@@ -259,7 +262,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Predictor,
     done, total = 0, len(grid)
     reporter.progress("predict", 0, total)
     try:
-        workers = opts.workers or (4 if predictor.device.type == "cuda" else 1)
+        workers = opts.workers or (4 if predictor.device_type == "cuda" else 1)
         for batch in prefetched_batches(reader, iter(grid), opts.batch_size, workers,
                                         opts.prefetch):
             keep = np.nonzero(batch.valid_fraction > 0)[0]

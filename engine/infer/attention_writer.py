@@ -14,8 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-import torch
-import torch.nn.functional as F
 from rasterio.errors import RasterioError
 from rasterio.windows import Window
 
@@ -29,6 +27,25 @@ NODATA = -1.0
 # current tile row are ever partly written and GDAL's cache holds them until complete.
 # (256 x 256 blocks would each be flushed half-written and rewritten on wide rasters.)
 STRIP_ROWS = 16
+
+
+def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
+    """[n_out, n_in] linear-interpolation matrix with half-pixel centres (as torch's and
+    GDAL's bilinear with align_corners=False), edges clamped."""
+    src = np.clip((np.arange(n_out) + 0.5) * n_in / n_out - 0.5, 0, n_in - 1)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (src - lo).astype(np.float32)
+    w = np.zeros((n_out, n_in), np.float32)
+    w[np.arange(n_out), lo] += 1 - frac
+    w[np.arange(n_out), hi] += frac
+    return w
+
+
+def bilinear_resize(planes: np.ndarray, ny: int, nx: int) -> np.ndarray:
+    """[C, h, w] -> [C, ny, nx], bilinear (separable: rows, then columns)."""
+    c, h, w = planes.shape
+    return _axis_weights(h, ny) @ planes @ _axis_weights(w, nx).T
 
 
 class AttentionWriter:
@@ -78,8 +95,7 @@ class AttentionWriter:
         if ax1 <= ax0 or ay1 <= ay0:
             return
         nx, ny = max(1, round(g.size_x / f)), max(1, round(g.size_y / f))
-        up = F.interpolate(torch.from_numpy(attention[None]).float(), size=(ny, nx),
-                           mode="bilinear", align_corners=False)[0].numpy()
+        up = bilinear_resize(attention.astype(np.float32), ny, nx)
         tx, ty = (tile.col - self.c0) / f, (tile.row - self.r0) / f
         xs = np.clip(np.round(np.arange(ax0, ax1) + 0.5 - tx - 0.5).astype(int), 0, nx - 1)
         ys = np.clip(np.round(np.arange(ay0, ay1) + 0.5 - ty - 0.5).astype(int), 0, ny - 1)

@@ -1,5 +1,2 @@
-"""Models: backbones, the seed models, baselines and the architecture registry."""
-from engine.models.output import ModelOutput
-from engine.models.registry import ARCHITECTURES, BuildRequest, build
-
-__all__ = ["ARCHITECTURES", "BuildRequest", "ModelOutput", "build"]
+"""Models: backbones, the paper models, baselines and the architecture registry
+(engine.models.registry). engine.models.spec (model.json) is read without torch."""

@@ -8,9 +8,10 @@ before building such a model).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from torch import nn
+if TYPE_CHECKING:  # the registry is read without torch (tilelabel models list)
+    from torch import nn
 
 from engine.errors import ModelFileError
 

@@ -13,6 +13,10 @@ is refused, never interpolated. Augmentation applies the same flip/rotation to e
 group and no scale jitter (which would resample each group and could not keep a 60 m
 group aligned with the 10 m one to the pixel).
 
+How strong the jitter is comes from an ``Augmentation`` (a recipe's ``[augment]`` table):
+the crop side range, and brightness/contrast jitter on the [0, 1] pixel values (before
+normalisation, the same for every band, so band ratios stay true).
+
 Normalisation uses per-band mean/std measured on the training split.
 """
 from __future__ import annotations
@@ -20,14 +24,43 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dataclasses import dataclass
+
 from torch.utils.data import Dataset
 
 from engine.band_groups import BandGroup
 from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 
-SCALE_JITTER = (0.8, 1.0)
 STATS_SAMPLES = 256
+
+
+@dataclass
+class Augmentation:
+    """Training augmentation of single-resolution tiles (a recipe's ``[augment]`` table).
+
+    scale: range of the random view's side as a fraction of the tile, resized to the tile.
+        Below 1 a crop is zoomed in (0.5: 0.3 m tiles look like 0.15 m ones); above 1 the
+        tile is shrunk and mirrored at its edges (2: they look like 0.6 m ones, as coarser
+        imagery does); presence labels stay true either way.
+    brightness: pixel values multiplied by a factor in [1 - b, 1 + b].
+    contrast: deviations from the tile's mean multiplied by a factor in [1 - c, 1 + c].
+    """
+
+    scale: tuple[float, float] = (0.8, 1.0)
+    brightness: float = 0.0
+    contrast: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.scale = (float(self.scale[0]), float(self.scale[1]))
+        lo, hi = self.scale
+        if not (0.1 <= lo <= hi <= 2.0):
+            raise TileLabelError(f"augment scale {list(self.scale)} must be two fractions "
+                                 "0.1 <= low <= high <= 2 of the tile side")
+        for name in ("brightness", "contrast"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise TileLabelError(f"augment {name} must be in [0, 1), got "
+                                     f"{getattr(self, name)}")
 
 
 def stack_bands(bands: dict[str, np.ndarray], order: list[str], px: int) -> torch.Tensor:
@@ -97,16 +130,40 @@ def augment_groups(x: dict[str, torch.Tensor], g: torch.Generator) -> dict[str, 
     return {name: dihedral(t, k) for name, t in x.items()}
 
 
-def augment(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+def _uniform(lo: float, hi: float, g: torch.Generator) -> float:
+    return float(torch.empty(1).uniform_(lo, hi, generator=g))
+
+
+def _zoom_out(x: torch.Tensor, small: int, g: torch.Generator) -> torch.Tensor:
+    """[n, px, px] shrunk to ``small`` px and mirrored out to px again, placed at random."""
+    px = x.shape[-1]
+    shrunk = F.interpolate(x[None], size=(small, small), mode="bilinear",
+                           align_corners=False, antialias=True)
+    pad = px - small
+    lo, hi = max(0, pad - small + 1), min(pad, small - 1)  # reflection: each side < small
+    top, left = (int(torch.randint(lo, hi + 1, (1,), generator=g)) for _ in range(2))
+    return F.pad(shrunk, (left, pad - left, top, pad - top), mode="reflect")[0]
+
+
+def augment(x: torch.Tensor, g: torch.Generator, how: Augmentation = Augmentation()) -> torch.Tensor:
+    """A random flip/rotation, crop-and-resize and brightness/contrast change of [n, px, px]
+    pixel values in [0, 1] (before normalisation)."""
     k = int(torch.randint(0, 8, (1,), generator=g))
     x = dihedral(x, k)
     px = x.shape[-1]
-    scale = float(torch.empty(1).uniform_(*SCALE_JITTER, generator=g))
+    scale = _uniform(*how.scale, g)
     side = max(8, round(px * scale))
     if side < px:
         y0, x0 = (int(torch.randint(0, px - side + 1, (1,), generator=g)) for _ in range(2))
         x = F.interpolate(x[None, :, y0:y0 + side, x0:x0 + side], size=(px, px),
                           mode="bilinear", align_corners=False)[0]
+    elif side > px:
+        x = _zoom_out(x, max(8, round(px / scale)), g)
+    if how.contrast > 0:
+        mean = x.mean()
+        x = (x - mean) * _uniform(1 - how.contrast, 1 + how.contrast, g) + mean
+    if how.brightness > 0:
+        x = x * _uniform(1 - how.brightness, 1 + how.brightness, g)
     return x
 
 
@@ -139,8 +196,10 @@ class TrainingView(Dataset):
 
     def __init__(self, items: list[tuple[MultiLabelDataset, Sample]], bands: list[str],
                  px: int, mean: list[float], std: list[float], train: bool, seed: int = 0,
-                 groups: list[BandGroup] | None = None) -> None:
+                 groups: list[BandGroup] | None = None,
+                 augmentation: Augmentation = Augmentation()) -> None:
         self.items, self.bands, self.px, self.train = items, bands, px, train
+        self.augmentation = augmentation
         self.mean = torch.tensor(mean)[:, None, None]
         self.std = torch.tensor(std)[:, None, None]
         self.groups = groups
@@ -165,5 +224,5 @@ class TrainingView(Dataset):
             return {k: (v - self.group_norm[k][0]) / self.group_norm[k][1]
                     for k, v in x.items()}, target, i
         x = stack_bands(dataset.read(sample), self.bands, self.px)
-        x = augment(x, g) if g is not None else x
+        x = augment(x, g, self.augmentation) if g is not None else x
         return (x - self.mean) / self.std, target, i

@@ -47,7 +47,8 @@ from engine.store.annotation_store import check_label_names
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
 from engine.train.output_dir import CHECKPOINT, check_output_dir, publish, staging_dir
 from engine.train.distributed import DistContext, gather, init_distributed, shutdown
-from engine.train.loader import TrainingView, band_statistics, batch_len, to_device
+from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
+                                 to_device)
 from engine.train.losses import build_loss
 
 METRIC_KEYS = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro",
@@ -68,6 +69,7 @@ class TrainConfig:
     backbone_lr_scale: float = 0.1    # backbone learns at lr * this (pretrained features)
     weight_decay: float = 1e-4
     schedule: str = "cosine"          # cosine | step | constant
+    warmup_epochs: float = 0.0        # learning rate ramps up linearly over these epochs
     step_every: int = 10
     step_gamma: float = 0.1
     grad_clip: float = 5.0
@@ -81,6 +83,13 @@ class TrainConfig:
     allow_no_val: bool = False        # no validation split: keep the last epoch, warn
     model_id: str | None = None
     arch_config: dict[str, Any] = field(default_factory=dict)
+    augment: Augmentation = field(default_factory=Augmentation)
+
+
+def warmup_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
+    """Linear warm-up: 1/n, 2/n, ... 1 over the first ``warmup_epochs`` of training steps."""
+    n = round(cfg.warmup_epochs * steps_per_epoch)
+    return 1.0 if n <= 0 else min(1.0, (step + 1) / n)
 
 
 def learning_rate_factor(cfg: TrainConfig, epoch: int, epochs: int | None = None) -> float:
@@ -195,7 +204,8 @@ class Trainer:
     def _view(self, items: list, train: bool) -> TrainingView:
         return TrainingView(items, self.spec.bands, self.spec.tile_px, self.spec.mean,
                             self.spec.std, train, self.cfg.seed,
-                            groups=band_groups(self.spec.arch_config))
+                            groups=band_groups(self.spec.arch_config),
+                            augmentation=self.cfg.augment)
 
     def _loader(self, view: TrainingView, train: bool, epoch: int) -> DataLoader:
         if self.ctx.enabled:
@@ -255,8 +265,7 @@ class Trainer:
             torch.manual_seed(cfg.seed * 104_729 + epoch)
             train_view.epoch = epoch
             start, length, last_stage = stage_of(model, epoch, cfg.epochs)
-            for g in optimizer.param_groups:
-                g["lr"] = g["base_lr"] * learning_rate_factor(cfg, epoch - start, length)
+            epoch_factor = learning_rate_factor(cfg, epoch - start, length)
             model.train()
             if cfg.freeze_backbone and hasattr(model, "backbone"):
                 model.backbone.eval()  # frozen means frozen batch-norm statistics too
@@ -264,8 +273,12 @@ class Trainer:
             schedule = getattr(model, "schedule_step", None)
             for step, (x, y, _) in enumerate(self._loader(train_view, True, epoch)):
                 x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
+                global_step = epoch * steps_per_epoch + step
+                for g in optimizer.param_groups:
+                    g["lr"] = g["base_lr"] * epoch_factor * warmup_factor(cfg, global_step,
+                                                                          steps_per_epoch)
                 if schedule is not None:  # models that train parameter groups in turn
-                    schedule(epoch, epoch * steps_per_epoch + step, cfg.epochs)
+                    schedule(epoch, global_step, cfg.epochs)
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                     out = net(x)
                     loss = criterion(out.logits.float(), y)

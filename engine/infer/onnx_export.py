@@ -1,0 +1,118 @@
+"""Exporting a model directory's network to ONNX (needs torch; running it does not).
+
+The graph takes normalised tiles ``x`` [B, bands, px, px] (or, for a multi-resolution
+model, one input per band group [B, n_bands, px_g, px_g], named after the group) and
+returns ``probs`` [B, C] (sigmoid of the logits) and, for models with attention,
+``attention`` [B, C, h, w]: exactly what engine.infer.predictor.Predictor returns. The
+batch size is dynamic; the tile size is the model's.
+
+After export the graph is run by ONNX Runtime (when installed) on another random batch,
+of another size than the one traced, and compared with PyTorch; a graph that disagrees
+(e.g. control flow the tracer froze to the traced batch) is deleted, never used.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from engine import __version__
+from engine.band_groups import band_groups
+from engine.errors import ModelFileError
+from engine.infer.onnx_file import (ONNX_FILE, OnnxRecord, trusted_graph, write_dir,
+                                    write_record)
+from engine.models.modelfile import load_model
+from engine.models.spec import ModelSpec, sha256_file, weights_file
+
+OPSET = 17
+PROB_TOLERANCE = 1e-4
+ATTENTION_TOLERANCE = 1e-3
+
+
+class _GraphView(nn.Module):
+    """The model as ONNX sees it: positional tensors in, (probs, attention) out."""
+
+    def __init__(self, model: nn.Module, group_names: list[str] | None) -> None:
+        super().__init__()
+        self.model, self.group_names = model, group_names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x = dict(zip(self.group_names, inputs)) if self.group_names else inputs[0]
+        out = self.model(x)
+        probs = torch.sigmoid(out.logits)
+        return (probs,) if out.attention is None else (probs, out.attention)
+
+
+def example_inputs(spec: ModelSpec, batch: int = 2, seed: int = 0) -> dict[str, np.ndarray]:
+    """A fixed random batch in the graph's input layout (name -> array)."""
+    rng = np.random.default_rng(seed)
+    groups = band_groups(spec.arch_config)
+    shapes = ({g.name: (batch, len(g.bands), g.px, g.px) for g in groups} if groups else
+              {"x": (batch, len(spec.bands), spec.tile_px, spec.tile_px)})
+    return {name: rng.standard_normal(shape).astype(np.float32) for name, shape in shapes.items()}
+
+
+def _torch_outputs(view: _GraphView, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    with torch.no_grad():
+        return [t.numpy() for t in view(*(torch.from_numpy(v) for v in inputs.values()))]
+
+
+def _check_with_onnxruntime(graph: Path, view: _GraphView, inputs: dict[str, np.ndarray]) -> None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return
+    session = ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"])
+    got = session.run(None, inputs)
+    want = _torch_outputs(view, inputs)
+    for name, tol, a, b in zip(("probabilities", "attention"),
+                               (PROB_TOLERANCE, ATTENTION_TOLERANCE), got, want):
+        diff = float(np.max(np.abs(a - b))) if a.size else 0.0
+        if not diff <= tol:
+            raise ModelFileError(f"the ONNX graph's {name} differ from PyTorch's by {diff:.2e} "
+                                 f"(more than {tol:g}); use --runtime torch for this model")
+
+
+def export_onnx(model_dir: Path, force: bool = False) -> tuple[Path, OnnxRecord]:
+    """The trusted graph of ``model_dir``, exported now unless one exists (``force``: always)."""
+    model_dir = Path(model_dir)
+    if not force:
+        found = trusted_graph(model_dir)
+        if found is not None:
+            return found
+    model, spec = load_model(model_dir)
+    groups = band_groups(spec.arch_config)
+    names = [g.name for g in groups] if groups else None
+    view = _GraphView(model.eval(), names).eval()
+    inputs = example_inputs(spec)
+    n_outputs = len(_torch_outputs(view, inputs))
+    outputs = ["probs", "attention"][:n_outputs]
+    folder = write_dir(model_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    graph, tmp = folder / ONNX_FILE, folder / f".{ONNX_FILE}.{os.getpid()}.tmp"
+    dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
+            torch.onnx.export(view, tuple(torch.from_numpy(v) for v in inputs.values()),
+                              str(tmp), input_names=list(inputs), output_names=outputs,
+                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+        _check_with_onnxruntime(tmp, view, example_inputs(spec, batch=3, seed=1))
+        tmp.replace(graph)
+    except ModelFileError:
+        raise
+    except Exception as exc:  # the exporter's own errors: an operator ONNX cannot express
+        raise ModelFileError(f"model {spec.model_id} ({spec.arch}) could not be exported to "
+                             f"ONNX ({type(exc).__name__}: {exc}); use --runtime torch") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+    weights, recorded = weights_file(model_dir)
+    record = OnnxRecord(weights_sha256=recorded or sha256_file(weights),
+                        onnx_sha256=sha256_file(graph), inputs=list(inputs),
+                        attention=n_outputs == 2, opset=OPSET, engine_version=__version__)
+    write_record(folder, record)
+    return graph, record

@@ -1,0 +1,92 @@
+"""Where a model's ONNX graph lives and whether it can be trusted (no torch needed).
+
+The graph of a model directory is exported by the engine itself from the safetensors
+weights (engine.infer.onnx_export) and written as ``model.onnx`` with a sidecar
+``model.onnx.json`` recording the sha256 of the weights it was made from and of the graph
+itself. It goes beside the weights when that folder is writable, otherwise into a cache
+folder keyed by the weights' checksum (``$TILELABEL_CACHE`` or ``~/.cache/tilelabel``).
+
+A graph is used only when its sidecar names this engine's ONNX format, the weights'
+current checksum (as model.json records it) and the graph's own current checksum. A stale
+graph (the model was retrained in place) or a foreign one (copied from another model) is
+ignored and made again; it is never run.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from engine.models.spec import sha256_file, weights_file
+
+ONNX_FILE = "model.onnx"
+SIDECAR_FILE = "model.onnx.json"
+ONNX_FORMAT = "tilelabel-onnx"
+ONNX_FORMAT_VERSION = 1
+
+
+@dataclass
+class OnnxRecord:
+    """The sidecar of an exported graph."""
+
+    weights_sha256: str
+    onnx_sha256: str
+    inputs: list[str]           # "x", or the band group names of a multi-resolution model
+    attention: bool             # the graph has an "attention" output
+    opset: int
+    engine_version: str
+    format: str = ONNX_FORMAT
+    format_version: int = ONNX_FORMAT_VERSION
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("TILELABEL_CACHE") or Path.home() / ".cache" / "tilelabel")
+
+
+def _weights_sha(model_dir: Path) -> str:
+    """The weights' checksum as model.json records it (computed when it records none)."""
+    weights, recorded = weights_file(model_dir)
+    return recorded or sha256_file(weights)
+
+
+def candidate_dirs(model_dir: Path) -> list[Path]:
+    """Where a graph of ``model_dir`` may be: beside the weights, then the cache."""
+    return [Path(model_dir), cache_root() / "onnx" / _weights_sha(model_dir)[:32]]
+
+
+def write_dir(model_dir: Path) -> Path:
+    """Where a new graph goes: beside the weights if that folder is writable, else the cache."""
+    model_dir = Path(model_dir)
+    if os.access(model_dir, os.W_OK):
+        return model_dir
+    return candidate_dirs(model_dir)[1]
+
+
+def read_record(folder: Path) -> OnnxRecord | None:
+    path = Path(folder) / SIDECAR_FILE
+    try:
+        doc = json.loads(path.read_text())
+        return OnnxRecord(**doc)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def trusted_graph(model_dir: Path) -> tuple[Path, OnnxRecord] | None:
+    """The graph of ``model_dir`` that matches its current weights, or None."""
+    weights_sha = _weights_sha(model_dir)
+    for folder in candidate_dirs(model_dir):
+        record, graph = read_record(folder), Path(folder) / ONNX_FILE
+        if (record is None or not graph.is_file() or record.format != ONNX_FORMAT
+                or record.format_version != ONNX_FORMAT_VERSION
+                or record.weights_sha256 != weights_sha):
+            continue
+        if sha256_file(graph) == record.onnx_sha256:
+            return graph, record
+    return None
+
+
+def write_record(folder: Path, record: OnnxRecord) -> None:
+    tmp = Path(folder) / (SIDECAR_FILE + ".tmp")
+    tmp.write_text(json.dumps(asdict(record), indent=2) + "\n")
+    tmp.replace(Path(folder) / SIDECAR_FILE)
