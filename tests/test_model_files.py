@@ -28,8 +28,17 @@ def test_default_model_card_states_its_validation_accuracy():
 
 
 def test_model_directory_never_holds_a_pickle():
-    assert sorted(p.name for p in DEFAULT_MODEL.iterdir()) == ["README.md", "model.json",
-                                                               "model.safetensors"]
+    """Weights (safetensors), description (JSON), the ONNX graph (a protobuf of operators,
+    no code) and its sidecar: nothing that can run code when loaded."""
+    assert sorted(p.name for p in DEFAULT_MODEL.iterdir()) == [
+        "README.md", "model.json", "model.onnx", "model.onnx.json", "model.safetensors"]
+
+
+def test_the_shipped_onnx_graph_belongs_to_the_shipped_weights():
+    from engine.infer.onnx_file import trusted_graph
+
+    found = trusted_graph(DEFAULT_MODEL)
+    assert found is not None and found[0].parent == DEFAULT_MODEL
 
 
 def test_inconsistent_model_json_is_refused(tmp_path, tiny_model_factory):

@@ -23,8 +23,8 @@ from torch import nn
 from engine import __version__
 from engine.band_groups import band_groups
 from engine.errors import ModelFileError
-from engine.infer.onnx_file import (ONNX_FILE, OnnxRecord, trusted_graph, write_dir,
-                                    write_record)
+from engine.infer.onnx_file import (ONNX_FILE, OnnxRecord, network_key, trusted_graph,
+                                    write_dir, write_record)
 from engine.models.modelfile import load_model
 from engine.models.spec import ModelSpec, sha256_file, weights_file
 
@@ -112,6 +112,7 @@ def export_onnx(model_dir: Path, force: bool = False) -> tuple[Path, OnnxRecord]
         tmp.unlink(missing_ok=True)
     weights, recorded = weights_file(model_dir)
     record = OnnxRecord(weights_sha256=recorded or sha256_file(weights),
+                        network_sha256=network_key(model_dir),
                         onnx_sha256=sha256_file(graph), inputs=list(inputs),
                         attention=n_outputs == 2, opset=OPSET, engine_version=__version__)
     write_record(folder, record)

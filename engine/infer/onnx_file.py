@@ -7,18 +7,21 @@ itself. It goes beside the weights when that folder is writable, otherwise into 
 folder keyed by the weights' checksum (``$TILELABEL_CACHE`` or ``~/.cache/tilelabel``).
 
 A graph is used only when its sidecar names this engine's ONNX format, the weights'
-current checksum (as model.json records it) and the graph's own current checksum. A stale
-graph (the model was retrained in place) or a foreign one (copied from another model) is
-ignored and made again; it is never run.
+current checksum (as model.json records it), the checksum of the model.json fields the
+network is built from (architecture, its options, label and band counts, tile size, label
+graph and embeddings) and the graph's own current checksum. A stale graph (the model was
+retrained or its model.json edited in place) or a foreign one (copied from another model)
+is ignored and made again; it is never run.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from engine.models.spec import sha256_file, weights_file
+from engine.models.spec import read_spec, sha256_file, weights_file
 
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "model.onnx.json"
@@ -31,6 +34,7 @@ class OnnxRecord:
     """The sidecar of an exported graph."""
 
     weights_sha256: str
+    network_sha256: str         # network_key() of the model.json it was exported with
     onnx_sha256: str
     inputs: list[str]           # "x", or the band group names of a multi-resolution model
     attention: bool             # the graph has an "attention" output
@@ -48,6 +52,15 @@ def _weights_sha(model_dir: Path) -> str:
     """The weights' checksum as model.json records it (computed when it records none)."""
     weights, recorded = weights_file(model_dir)
     return recorded or sha256_file(weights)
+
+
+def network_key(model_dir: Path) -> str:
+    """Checksum of the model.json fields that shape the exported network."""
+    spec = read_spec(model_dir)
+    fields = {"arch": spec.arch, "arch_config": spec.arch_config, "labels": len(spec.labels),
+              "bands": len(spec.bands), "tile_px": spec.tile_px,
+              "label_graph": spec.label_graph, "label_embeddings": spec.label_embeddings}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def candidate_dirs(model_dir: Path) -> list[Path]:
@@ -74,12 +87,12 @@ def read_record(folder: Path) -> OnnxRecord | None:
 
 def trusted_graph(model_dir: Path) -> tuple[Path, OnnxRecord] | None:
     """The graph of ``model_dir`` that matches its current weights, or None."""
-    weights_sha = _weights_sha(model_dir)
+    weights_sha, network = _weights_sha(model_dir), network_key(model_dir)
     for folder in candidate_dirs(model_dir):
         record, graph = read_record(folder), Path(folder) / ONNX_FILE
         if (record is None or not graph.is_file() or record.format != ONNX_FORMAT
                 or record.format_version != ONNX_FORMAT_VERSION
-                or record.weights_sha256 != weights_sha):
+                or record.weights_sha256 != weights_sha or record.network_sha256 != network):
             continue
         if sha256_file(graph) == record.onnx_sha256:
             return graph, record

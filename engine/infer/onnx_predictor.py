@@ -39,6 +39,11 @@ class OnnxPredictor(TilePredictor):
             raise ModelFileError(f"ONNX Runtime cannot load {graph} ({exc}); delete it (it is "
                                  "made again) or use --runtime torch") from exc
         self.output_names = [o.name for o in self.session.get_outputs()]
+        n_out = self.session.get_outputs()[0].shape[1]
+        if isinstance(n_out, int) and n_out != len(spec.labels):
+            raise ModelFileError(f"{graph} gives {n_out} labels but model.json lists "
+                                 f"{len(spec.labels)}: the graph belongs to another model; "
+                                 "delete it (it is made again)")
 
     def __call__(self, batch: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         feeds = (dict(batch) if isinstance(batch, dict) else {self.record.inputs[0]: batch})

@@ -21,7 +21,7 @@ from pathlib import Path
 from engine.errors import ModelFileError, TileLabelError
 from engine.infer.onnx_file import trusted_graph
 from engine.infer.predictor_base import TilePredictor
-from engine.models.spec import ModelSpec, read_spec
+from engine.models.spec import ModelSpec, check_weights, read_spec
 from engine.progress import Reporter
 
 RUNTIMES = ("auto", "torch", "onnx")
@@ -122,6 +122,7 @@ def open_predictor(model_dir: Path, runtime: str = "auto", device: str = "auto",
     if runtime == "torch":
         return _torch_predictor(model_dir, device)
     spec = read_spec(model_dir)
+    check_weights(model_dir)  # the graph is made from these: they must be the model's
     try:
         return _onnx_predictor(model_dir, spec, device, threads, reporter)
     except ModelFileError as exc:
