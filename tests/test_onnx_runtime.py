@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from conftest import DATA, DEFAULT_MODEL, ROOT as REPO, SAMPLE
-from onnx_models import VARIANTS, make_model_dir
 
 from engine.infer.onnx_file import ONNX_FILE, SIDECAR_FILE, trusted_graph
 from engine.infer.runtime import open_predictor
+from engine.models.blank import VARIANTS, blank_model_dir
 
 UCM = f"ucmerced:{DATA / 'ucmerced_mini'}"
 BEN_V2 = f"bigearthnet-v2:{DATA / 'bigearthnet_v2'}"
@@ -50,7 +50,7 @@ def _real_batch(spec, dataset_spec: str, n: int = 6):
 @pytest.mark.parametrize("arch,variant", VARIANTS, ids=[f"{a}-{v}" if v else a for a, v in VARIANTS])
 def test_onnx_runtime_matches_pytorch_on_real_tiles(arch, variant, ucm, tmp_path):
     targets = np.stack([s.target for s in ucm.samples])
-    model_dir = make_model_dir(arch, variant, list(ucm.labels), targets, tmp_path / "m")
+    model_dir = blank_model_dir(arch, variant, list(ucm.labels), targets, tmp_path / "m")
     onnx = open_predictor(model_dir, "onnx", "cpu")
     ref = open_predictor(model_dir, "torch", "cpu")
     assert (onnx.runtime, ref.runtime) == ("onnx", "torch")
@@ -65,7 +65,7 @@ def test_onnx_runtime_matches_pytorch_on_real_tiles(arch, variant, ucm, tmp_path
 
 def _gap_linear_dir(ucm, folder: Path, seed: int = 0) -> Path:
     targets = np.stack([s.target for s in ucm.samples])
-    return make_model_dir("gap-linear", None, list(ucm.labels), targets, folder, seed=seed)
+    return blank_model_dir("gap-linear", None, list(ucm.labels), targets, folder, seed=seed)
 
 
 def test_a_graph_of_other_weights_is_never_used(ucm, tmp_path):

@@ -17,7 +17,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import rasterio
-from rasterio.enums import Resampling
+from rasterio.enums import MaskFlags, Resampling
 from rasterio.errors import RasterioError
 
 from engine.data.raster import PixelScaling, RasterInfo
@@ -62,6 +62,11 @@ class TileReader:
                 self._opened.append(ds)
         return ds
 
+    def _all_valid(self, ds: rasterio.DatasetReader) -> bool:
+        """No nodata value, mask band or alpha on the bands read: every pixel is data."""
+        flags = ds.mask_flag_enums
+        return all(flags[b - 1] == [MaskFlags.all_valid] for b in self.bands)
+
     def close(self) -> None:
         with self._lock:
             for ds in self._opened:
@@ -83,8 +88,9 @@ class TileReader:
             try:
                 data = ds.read(self.bands, window=win, out_shape=(n, h, w),
                                resampling=Resampling.bilinear)
-                mask = ds.read_masks(self.bands[0], window=win, out_shape=(h, w),
-                                     resampling=Resampling.nearest) > 0
+                mask = (np.ones((h, w), bool) if self._all_valid(ds) else
+                        ds.read_masks(self.bands[0], window=win, out_shape=(h, w),
+                                      resampling=Resampling.nearest) > 0)
             except RasterioError as exc:
                 raise RasterError(f"{self.info.path}: reading pixels at column {win.col_off},"
                                   f" row {win.row_off} failed ({exc}); the file may be damaged"
@@ -92,7 +98,10 @@ class TileReader:
             mask &= np.isfinite(data).all(axis=0)  # NaN or inf pixels count as nodata
             part = self.scaling.apply(data)
             region = unit[:, y0:y0 + h, x0:x0 + w]
-            region[:, mask] = part[:, mask]
+            if mask.all():
+                region[...] = part
+            else:
+                region[:, mask] = part[:, mask]
             valid[y0:y0 + h, x0:x0 + w] = mask
         return (unit - self.mean) / self.std, float(valid.mean())
 

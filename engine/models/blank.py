@@ -1,6 +1,8 @@
-"""Model directories of every architecture for the ONNX parity tests: the packaged
-ImageNet backbone, new layers from a fixed seed, the label graph mined from the UC Merced
-excerpt and random label embeddings (no text model needed)."""
+"""Untrained model directories of any architecture, for runtime parity tests and speed
+benchmarks: the packaged ImageNet backbone (random for resnet and kbranch, whose weights
+are not packaged), new layers from a fixed seed, the label graph mined from the given
+targets and random unit label embeddings (no text model needed). Their predictions are
+meaningless; their graphs and costs are those of trained models."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +23,7 @@ VARIANTS = [("gap-linear", None), ("resnet", None), ("mlgcn", None), ("cma", Non
 S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12"]
 
 
-def make_model_dir(arch: str, variant: str | None, labels: list[str], targets: np.ndarray,
+def blank_model_dir(arch: str, variant: str | None, labels: list[str], targets: np.ndarray,
                    out: Path, px: int = 96, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     if arch == "kbranch":
