@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import DATA, ROOT, SAMPLE
+from conftest import DATA, DEFAULT_MODEL, ROOT, SAMPLE
 
 pytest.importorskip("qgis.core")
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
@@ -326,7 +326,7 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     new_model = dock.last_outcome.result["model"]
     assert dock.model_combo.currentData() == new_model
     spec = json.loads(open(f"{new_model}/model.json").read())
-    assert spec["parent"] == "ucmerced-effnetlite0-linear-v1"
+    assert spec["parent"] == json.loads((DEFAULT_MODEL / "model.json").read_text())["model_id"]
     assert _annotate(dock, qtbot, sample_layer, tmp_path / "again.gpkg").error is None
     with sqlite3.connect(tmp_path / "again.gpkg") as conn:
         assert conn.execute("SELECT DISTINCT model_id FROM tiles").fetchone()[0] == spec["model_id"]

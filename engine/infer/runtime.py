@@ -114,7 +114,7 @@ def open_predictor(model_dir: Path, runtime: str = "auto", device: str = "auto",
 
     ``auto`` falls back to PyTorch (with a warning) when a model's graph cannot be
     exported or fails its check against PyTorch; an explicit ``onnx`` fails instead."""
-    reporter = reporter or Reporter(stream=io.StringIO())
+    reporter = reporter or Reporter(json_lines=True, stream=io.StringIO())  # silent
     model_dir = Path(model_dir)
     read_spec(model_dir)  # a broken model directory is named before anything else
     asked = runtime

