@@ -99,6 +99,7 @@ def cmd_models_list(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def cmd_models_export_onnx(args: argparse.Namespace, reporter: Reporter) -> int:
+    _needs_torch("ONNX export")
     from engine.infer.onnx_export import export_onnx
 
     graph, record = export_onnx(Path(args.model_dir), force=args.force)
@@ -163,7 +164,17 @@ def _train_overrides(args: argparse.Namespace) -> dict:
     return out
 
 
+def _needs_torch(what: str) -> None:
+    from engine.infer.runtime import installed
+
+    if not installed("torch"):
+        raise TileLabelError(f"{what} needs PyTorch, which this engine was installed without "
+                             "(the light install): in QGIS run TileLabel > Install engine... "
+                             "and choose Full, or pip install 'tilelabel[train]'")
+
+
 def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
+    _needs_torch("training")
     from engine.data.datasets import open_dataset
     from engine.models.modelfile import read_spec
     from engine.train.output_dir import check_output_dir
@@ -194,6 +205,7 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, reporter: Reporter) -> int:
+    _needs_torch("evaluate")
     from engine.train.evaluate import evaluate, metrics_table
 
     metrics = evaluate(Path(args.model), args.dataset, args.split, reporter,

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsExpression,
-                       QgsFeatureRequest, QgsProject, QgsVectorLayer)
+                       QgsFeatureRequest, QgsProject, QgsTask, QgsVectorLayer)
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QKeySequence
-from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QListWidgetItem, QShortcut,
-                                 QVBoxLayout, QWidget)
+from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel,
+                                 QListWidgetItem, QPushButton, QShortcut, QVBoxLayout,
+                                 QWidget)
 
 from .annotate_section import AnnotateSection
 from .engine_job import EngineJob, JobOutcome
@@ -58,6 +59,7 @@ class TileLabelDock(QDockWidget):
         self._review_history: list[str] = []
         body = QWidget()
         layout = QVBoxLayout(body)
+        layout.addWidget(self._engine_banner())
         self.annotate_section = AnnotateSection(iface)
         self.review_section = ReviewSection()
         self.train_section = TrainSection()
@@ -68,6 +70,7 @@ class TileLabelDock(QDockWidget):
         self._wire()
         self.setWidget(body)
         self.refresh_models()
+        self.discover_engine()
         project = QgsProject.instance()
         project.readProject.connect(self._project_read)
         project.layersWillBeRemoved.connect(self._layers_removed)
@@ -182,11 +185,57 @@ class TileLabelDock(QDockWidget):
         return f"{doc.get('model_id', Path(path).name)}{figures}{parent}"
 
     # -- engine ----------------------------------------------------------------------
+    def _engine_banner(self) -> QWidget:
+        """Shown while no engine is found: says so at once and offers the installer."""
+        self.engine_banner = QWidget()
+        row = QHBoxLayout(self.engine_banner)
+        row.setContentsMargins(0, 0, 0, 0)
+        self.engine_banner_text = QLabel(tr("No TileLabel engine yet: annotate, review and "
+                                            "retrain need one."))
+        self.engine_banner_text.setWordWrap(True)
+        self.install_engine_button = QPushButton(tr("Install engine..."))
+        self.install_engine_button.clicked.connect(self.install_engine)
+        row.addWidget(self.engine_banner_text, 1)
+        row.addWidget(self.install_engine_button)
+        self.engine_banner.setVisible(False)
+        return self.engine_banner
+
+    def discover_engine(self) -> None:
+        """Look for an engine in a background task (each candidate runs a child Python),
+        so opening the panel never waits for it."""
+        task = QgsTask.fromFunction(tr("Looking for the TileLabel engine"),
+                                    lambda _task, configured: find_engine_python(configured),
+                                    self.settings.engine_python,
+                                    on_finished=self._engine_found)
+        self._discovery = task  # keep a reference until it ends
+        QgsApplication.taskManager().addTask(task)
+
+    def _engine_found(self, exception, python=None) -> None:
+        self._discovery = None
+        if exception is None and python and self.engine_python is None:
+            self.engine_python = python
+        try:
+            self.engine_banner.setVisible(self.engine_python is None)
+        except RuntimeError:  # the panel was closed while the task ran
+            pass
+
+    def install_engine(self) -> None:
+        from .install_dialog import InstallDialog
+
+        dialog = InstallDialog(self.settings, self)
+        dialog.exec_()
+        if dialog.engine_python:
+            self.engine_python = dialog.engine_python
+            self.engine_banner.setVisible(False)
+            self.refresh_models()
+
     def _engine(self) -> str | None:
         if self.engine_python is None:
             self.engine_python = find_engine_python(self.settings.engine_python)
         if self.engine_python is None:
-            self._error(tr("No TileLabel engine found: ") + INSTALL_HINT)
+            self.engine_banner.setVisible(True)
+            self._error(tr("No TileLabel engine found: click Install engine... in the "
+                           "panel (or ") + INSTALL_HINT + ")")
         return self.engine_python
 
     def _error(self, message: str) -> None:

@@ -43,7 +43,9 @@ class TileLabelPlugin:
         annotate.triggered.connect(self._annotate)
         settings = QAction(tr("Settings..."), self.iface.mainWindow())
         settings.triggered.connect(self.open_settings)
-        for action in (annotate, show, settings):
+        installer = QAction(tr("Install engine..."), self.iface.mainWindow())
+        installer.triggered.connect(lambda: self.dock.install_engine())
+        for action in (annotate, show, settings, installer):
             self.iface.addPluginToMenu(MENU, action)
             self.actions.append(action)
         self.iface.addToolBarIcon(annotate)

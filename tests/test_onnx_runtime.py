@@ -176,3 +176,10 @@ def test_without_torch_a_model_lacking_its_graph_is_refused_with_the_fix(ucm, tm
     assert done.returncode == 2
     assert "export-onnx" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "s.gpkg").exists()
+
+
+def test_training_without_torch_says_which_install_adds_it(tmp_path):
+    done = _without_torch("train", "--dataset", f"ucmerced:{DATA / 'ucmerced_mini'}", "--out",
+                          tmp_path / "m", cwd=tmp_path)
+    assert done.returncode == 2 and "Install engine" in done.stderr
+    assert not (tmp_path / "m").exists()

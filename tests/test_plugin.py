@@ -40,7 +40,7 @@ def test_plugin_zip_installs_loads_and_unloads_cleanly(tmp_path, qgis_iface):
         assert qgis.utils.loadPlugin("tilelabel")
         assert qgis.utils.startPlugin("tilelabel")
         plugin = qgis.utils.plugins["tilelabel"]
-        assert len(plugin.actions) == 3 and plugin.dock is not None
+        assert len(plugin.actions) == 4 and plugin.dock is not None
         assert QgsApplication.processingRegistry().providerById("tilelabel") is not None
         algorithms = {a.name() for a in QgsApplication.processingRegistry()
                       .providerById("tilelabel").algorithms()}
@@ -385,7 +385,69 @@ def test_missing_engine_interpreter_is_reported_with_the_install_command(
     dock.raster_combo.setLayer(sample_layer)
     qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
     messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
-    assert any("No TileLabel engine found" in m and "make setup" in m for m in messages)
+    assert any("No TileLabel engine found" in m and "Install engine" in m and "make setup" in m
+               for m in messages)
+    assert not dock.engine_banner.isHidden()  # the panel offers the installer
+
+
+def test_the_panel_says_at_once_when_there_is_no_engine(qtbot, qgis_iface, monkeypatch):
+    import qgis_plugin.dock as dock_module
+
+    monkeypatch.setattr(dock_module, "find_engine_python", lambda configured="": None)
+    widget = TileLabelDock(qgis_iface)
+    qtbot.addWidget(widget)
+    qtbot.waitUntil(lambda: widget._discovery is None, timeout=30_000)
+    assert not widget.engine_banner.isHidden()
+    assert widget.install_engine_button.text() == "Install engine..."
+    widget.disconnect_project()
+
+
+def _index_reachable() -> bool:
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _index_reachable(), reason="the package index (pypi.org) is not reachable")
+def test_from_the_zip_alone_the_installer_gets_an_engine_that_annotates_through_the_panel(
+        tmp_path, qtbot, qgis_iface, sample_layer):
+    import importlib
+
+    from scripts.build_plugin import build
+
+    with zipfile.ZipFile(build(tmp_path / "tilelabel.zip")) as z:
+        z.extractall(tmp_path / "plugins")
+    sys.path.insert(0, str(tmp_path / "plugins"))
+    from qgis_plugin.settings import PluginSettings
+
+    saved = PluginSettings.load()  # the installer stores its engine: put the old one back
+    try:
+        installer = importlib.import_module("tilelabel.install_dialog")
+        settings = importlib.import_module("tilelabel.settings").PluginSettings()
+        dialog = installer.InstallDialog(settings, env=tmp_path / "engine-env")
+        qtbot.addWidget(dialog)
+        assert dialog.start.isEnabled(), dialog.summary.text()  # the zip's wheel, a Python
+        dialog.begin()
+        qtbot.waitUntil(lambda: dialog.status.text().startswith(("Installed", "Not installed")),
+                        timeout=600_000)
+        assert dialog.engine_python, dialog.status.text() + dialog.log.toPlainText()[-2000:]
+        assert "engine-env" in dialog.engine_python and settings.engine_python == dialog.engine_python
+        panel = importlib.import_module("tilelabel.dock").TileLabelDock(qgis_iface)
+        qtbot.addWidget(panel)
+        panel.engine_python = dialog.engine_python
+        outcome = _annotate(panel, qtbot, sample_layer, tmp_path / "zip.gpkg")
+        assert outcome.error is None, outcome.error
+        assert panel.tiles_layer.featureCount() == 16
+        panel.disconnect_project()
+    finally:
+        saved.save()
+        sys.path.remove(str(tmp_path / "plugins"))
+        for name in [m for m in sys.modules if m == "tilelabel" or m.startswith("tilelabel.")]:
+            del sys.modules[name]
 
 
 def test_an_engine_crash_is_reported_not_frozen(tmp_path, qtbot, sample_layer, dock, qgis_iface):

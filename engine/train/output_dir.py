@@ -18,7 +18,8 @@ from engine.errors import TileLabelError
 
 CHECKPOINT = "checkpoint"
 # what a TileLabel model folder may hold; anything else means the folder is not ours
-MODEL_FILES = {"model.json", "model.safetensors", "README.md", CHECKPOINT, "model.onnx"}
+MODEL_FILES = {"model.json", "model.safetensors", "README.md", CHECKPOINT, "model.onnx",
+               "model.onnx.json"}
 
 
 def check_output_dir(out: Path, init_from: Path | None, resume: bool, overwrite: bool) -> None:
