@@ -30,7 +30,11 @@ class StoreError(TileLabelError):
     """The annotation store cannot be created, opened or written."""
 
 
-class JobInterrupted(Exception):
-    """The job was asked to stop (Ctrl-C or SIGTERM); exit code 130."""
+class JobInterrupted(BaseException):
+    """The job was asked to stop (Ctrl-C or SIGTERM); exit code 130.
+
+    A BaseException, like KeyboardInterrupt: the signal handler raises it wherever the
+    main thread is, and a library's ``except Exception`` (ONNX Runtime's session set-up,
+    the exporter) must not swallow it and carry on."""
 
     exit_code = 130

@@ -94,8 +94,8 @@ class InstallDialog(QDialog):
         if not self.base:
             return tr("No Python found to build the engine's environment: install Python 3 "
                       "(python.org) or set TILELABEL_BASE_PYTHON, then open this again.")
-        gpu = (tr("an NVIDIA GPU was found: the full install takes PyTorch's CUDA build")
-               if self.cuda else tr("no NVIDIA GPU found: the full install takes PyTorch's "
+        gpu = (tr("An NVIDIA GPU was found: the full install takes PyTorch's CUDA build")
+               if self.cuda else tr("No NVIDIA GPU found: the full install takes PyTorch's "
                                     "CPU build"))
         return (tr("Creates a Python environment in ") + f"{self.env} " + tr("with ")
                 + f"{Path(self.base).name} ({self.base}), " + tr("installs ")
