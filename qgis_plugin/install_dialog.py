@@ -85,6 +85,7 @@ class InstallDialog(QDialog):
         layout.addWidget(self.log)
         self.status = QLabel("")
         self.status.setWordWrap(True)
+        self.status.setMinimumHeight(2 * self.status.fontMetrics().height())
         layout.addWidget(self.status)
 
     def _summary(self) -> str:
@@ -105,13 +106,18 @@ class InstallDialog(QDialog):
     def begin(self) -> None:
         plan = InstallPlan(self.base, self.env, self.wheel, self.part.currentData(), self.cuda)
         self.task = InstallTask(plan)
-        self.task.signals.line.connect(self.log.appendPlainText)
+        self.task.signals.line.connect(self._log_line)
         self.task.progressChanged.connect(lambda p: self.progress.setValue(int(p)))
         self.task.signals.done.connect(self._done)
         self.start.setEnabled(False)
         self.cancel_button.setEnabled(True)
         self.status.setText(tr("Installing..."))
         QgsApplication.taskManager().addTask(self.task)
+
+    def _log_line(self, line: str) -> None:
+        self.log.appendPlainText(line)
+        bar = self.log.verticalScrollBar()
+        bar.setValue(bar.maximum())  # follow the log as pip writes it
 
     def stop(self) -> None:
         if self.task is not None:

@@ -82,16 +82,23 @@ def _property(expression: str):
     return QgsProperty.fromExpression(expression)
 
 
+# The overlay stays see-through: nothing below CLEAR_BELOW, at most MAX_ALPHA (of 255) at
+# full attention, so the imagery under a bright label (trees over a park) stays readable.
+CLEAR_BELOW, MID_ALPHA, MAX_ALPHA = 0.35, 60, 130
+
+
 def style_attention(layer: QgsRasterLayer, band: int, label: str, colour: QColor) -> None:
-    """One hue per label, from transparent (low attention) to strong (high), bilinear."""
+    """One hue per label, from transparent (low attention) to half-opaque (high), bilinear."""
     ramp = QgsColorRampShader(0.0, 1.0)
     ramp.setColorRampType(QgsColorRampShader.Interpolated)
-    clear, strong = QColor(colour), QColor(colour)
+    clear, mid, strong = QColor(colour), QColor(colour), QColor(colour)
     clear.setAlpha(0)
-    strong.setAlpha(170)
+    mid.setAlpha(MID_ALPHA)
+    strong.setAlpha(MAX_ALPHA)
     ramp.setColorRampItemList([
         QgsColorRampShader.ColorRampItem(0.0, clear, f"attention for {label}: low"),
-        QgsColorRampShader.ColorRampItem(0.25, clear, ""),
+        QgsColorRampShader.ColorRampItem(CLEAR_BELOW, clear, ""),
+        QgsColorRampShader.ColorRampItem(0.7, mid, ""),
         QgsColorRampShader.ColorRampItem(1.0, strong, "high")])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)

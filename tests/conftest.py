@@ -17,6 +17,17 @@ UCM_LABELS = ["airplane", "bare-soil", "buildings", "cars", "chaparral", "court"
               "trees", "water"]
 
 
+def index_reachable() -> bool:
+    """Whether the package index answers (the installer tests download from it)."""
+    import socket
+
+    try:
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return True
+    except OSError:
+        return False
+
+
 @dataclass
 class CliResult:
     code: int

@@ -2,14 +2,13 @@
 messages, and a real light install from the built wheel that then annotates."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLE
+from conftest import SAMPLE, index_reachable
 
 from qgis_plugin.engine_installer import (TORCH_CPU_INDEX, InstallError, InstallPlan, Step,
                                           base_python, env_python, explain, install)
@@ -60,15 +59,7 @@ def test_a_failing_step_stops_the_install_with_its_reason(tmp_path):
     assert any(line.startswith("== create the environment") for line in log)
 
 
-def _index_reachable() -> bool:
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _index_reachable(), reason="the package index (pypi.org) is not reachable")
+@pytest.mark.skipif(not index_reachable(), reason="the package index (pypi.org) is not reachable")
 def test_a_light_install_from_the_wheel_annotates_the_sample(tmp_path):
     from scripts.build_plugin import engine_wheel
 

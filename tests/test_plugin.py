@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import DATA, DEFAULT_MODEL, ROOT, SAMPLE
+from conftest import DATA, DEFAULT_MODEL, ROOT, SAMPLE, index_reachable
 
 pytest.importorskip("qgis.core")
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
@@ -98,6 +98,12 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     nodes = attention[0].findLayers()
     assert len(nodes) == 17 and all(n.layer().isValid() for n in nodes)
     assert sum(n.isVisible() for n in nodes) == 1  # at most one overlay on at first
+    # every overlay is see-through: clear where attention is low, half the imagery still
+    # showing where it is highest
+    for node in nodes:
+        items = node.layer().renderer().shader().rasterShaderFunction().colorRampItemList()
+        assert max(i.color.alpha() for i in items) <= 130
+        assert all(i.color.alpha() == 0 for i in items if i.value <= 0.35)
     assert "Annotated 16 tiles" in dock.status.text()
     assert not any(n.layer() in _combo_layers(dock.raster_combo) for n in nodes)
 
@@ -402,17 +408,7 @@ def test_the_panel_says_at_once_when_there_is_no_engine(qtbot, qgis_iface, monke
     widget.disconnect_project()
 
 
-def _index_reachable() -> bool:
-    import socket
-
-    try:
-        socket.create_connection(("pypi.org", 443), timeout=5).close()
-        return True
-    except OSError:
-        return False
-
-
-@pytest.mark.skipif(not _index_reachable(), reason="the package index (pypi.org) is not reachable")
+@pytest.mark.skipif(not index_reachable(), reason="the package index (pypi.org) is not reachable")
 def test_from_the_zip_alone_the_installer_gets_an_engine_that_annotates_through_the_panel(
         tmp_path, qtbot, qgis_iface, sample_layer):
     import importlib

@@ -1,12 +1,14 @@
 """What every predictor gives annotate, whichever runtime runs the model (no torch)."""
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 from engine.models.spec import ModelSpec
 
 
-class TilePredictor:
+class TilePredictor(ABC):
     """Probabilities [B, C] and attention [B, C, h, w] (or None) for batches of tiles.
 
     ``batch``: normalised tiles [B, bands, px, px], or for multi-resolution models a dict
@@ -21,8 +23,9 @@ class TilePredictor:
         self.spec = spec
         self.thresholds = np.asarray(spec.label_thresholds(), np.float32)
 
+    @abstractmethod
     def __call__(self, batch: np.ndarray | dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        raise NotImplementedError
+        """(probabilities [B, C], attention [B, C, h, w] or None) of one batch."""
 
     def labels_of(self, probs: np.ndarray) -> list[list[str]]:
         """Predicted label names per row: probability at or above the label's threshold."""

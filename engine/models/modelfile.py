@@ -11,7 +11,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn

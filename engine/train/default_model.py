@@ -15,7 +15,6 @@ import json
 import shutil
 import subprocess
 import sys
-from dataclasses import asdict
 from pathlib import Path
 
 from engine.models.spec import SPEC_FILE, ModelSpec, read_spec
