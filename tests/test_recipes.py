@@ -74,17 +74,19 @@ def test_warm_up_ramps_the_learning_rate_per_step():
     assert warmup_factor(TrainConfig(), 0, 4) == 1.0
 
 
-def test_zoom_out_keeps_every_object_and_the_tile_size():
+@pytest.mark.parametrize("zoom", [1.5, 2.0, 3.0, 4.0])
+def test_zoom_out_keeps_every_object_and_the_tile_size(zoom):
     from engine.train.loader import Augmentation, augment
 
     x = torch.zeros(3, 64, 64)
     x[:, 28:36, 28:36] = 1.0  # one bright object in the middle
-    how = Augmentation(scale=(2.0, 2.0))
+    how = Augmentation(scale=(zoom, zoom))
     for seed in range(10):
         y = augment(x, torch.Generator().manual_seed(seed), how)
         assert y.shape == x.shape
-        assert y.max() > 0.9  # still there, smaller (and mirrored copies at the edges)
-        assert (y > 0.5).sum() < (x > 0.5).sum() * 3
+        assert y.max() > 0.5  # still there, smaller (and mirrored copies at the edges)
+        # smaller: the mirrored copies together cover no more than the object did, roughly
+        assert (y > 0.5).sum() <= (x > 0.5).sum() * 2
 
 
 def test_brightness_and_contrast_change_values_not_band_ratios():

@@ -54,9 +54,9 @@ class Augmentation:
     def __post_init__(self) -> None:
         self.scale = (float(self.scale[0]), float(self.scale[1]))
         lo, hi = self.scale
-        if not (0.1 <= lo <= hi <= 2.0):
+        if not (0.1 <= lo <= hi <= 4.0):
             raise TileLabelError(f"augment scale {list(self.scale)} must be two fractions "
-                                 "0.1 <= low <= high <= 2 of the tile side")
+                                 "0.1 <= low <= high <= 4 of the tile side")
         for name in ("brightness", "contrast"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise TileLabelError(f"augment {name} must be in [0, 1), got "
@@ -135,14 +135,18 @@ def _uniform(lo: float, hi: float, g: torch.Generator) -> float:
 
 
 def _zoom_out(x: torch.Tensor, small: int, g: torch.Generator) -> torch.Tensor:
-    """[n, px, px] shrunk to ``small`` px and mirrored out to px again, placed at random."""
+    """[n, px, px] shrunk to ``small`` px and mirrored out (repeatedly, for zooms beyond
+    2x) to px again, the original placed at random."""
     px = x.shape[-1]
-    shrunk = F.interpolate(x[None], size=(small, small), mode="bilinear",
-                           align_corners=False, antialias=True)
-    pad = px - small
-    lo, hi = max(0, pad - small + 1), min(pad, small - 1)  # reflection: each side < small
-    top, left = (int(torch.randint(lo, hi + 1, (1,), generator=g)) for _ in range(2))
-    return F.pad(shrunk, (left, pad - left, top, pad - top), mode="reflect")[0]
+    out = F.interpolate(x[None], size=(small, small), mode="bilinear",
+                        align_corners=False, antialias=True)
+    while out.shape[-1] < px:  # reflection adds less than the current side per pass
+        size = out.shape[-1]
+        grow = min(px - size, 2 * (size - 1))
+        before = int(torch.randint(max(0, grow - size + 1), min(grow, size - 1) + 1, (1,),
+                                   generator=g))
+        out = F.pad(out, (before, grow - before, before, grow - before), mode="reflect")
+    return out[0]
 
 
 def augment(x: torch.Tensor, g: torch.Generator, how: Augmentation = Augmentation()) -> torch.Tensor:
