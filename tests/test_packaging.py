@@ -24,13 +24,16 @@ def test_an_installed_wheel_annotates_from_any_folder_with_its_own_default_model
     wheel = _wheel(tmp_path / "dist")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-    assert "engine/resources/models/default/model.safetensors" in names
+    for name in ("model.safetensors", "model.json", "model.onnx", "model.onnx.json"):
+        assert f"engine/resources/models/default/{name}" in names
     assert not any(n.startswith(("tests/", "qgis_plugin/")) for n in names)
     site = tmp_path / "site"
     done = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
                            "--target", str(site), str(wheel)], capture_output=True, text=True,
                           timeout=300)
     assert done.returncode == 0, done.stderr
+    graph = site / "engine/resources/models/default/model.onnx"
+    installed_at = graph.stat().st_mtime_ns
     work = tmp_path / "elsewhere"
     work.mkdir()
     raster = shutil.copy(SAMPLE, work / "scene.tif")
@@ -41,6 +44,8 @@ def test_an_installed_wheel_annotates_from_any_folder_with_its_own_default_model
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
     assert result["event"] == "result" and result["tiles_written"] == 16
+    assert result["runtime"] == "onnx"  # the packaged graph, trusted as it is
+    assert graph.stat().st_mtime_ns == installed_at  # used as shipped, not exported again
     probe = subprocess.run([sys.executable, "-c", "import engine; print(engine.__file__)"],
                            cwd=work, env=env, capture_output=True, text=True)
     assert probe.stdout.strip().startswith(str(site))  # not the repository's copy
