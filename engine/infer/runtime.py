@@ -116,12 +116,11 @@ def open_predictor(model_dir: Path, runtime: str = "auto", device: str = "auto",
     exported or fails its check against PyTorch; an explicit ``onnx`` fails instead."""
     reporter = reporter or Reporter(json_lines=True, stream=io.StringIO())  # silent
     model_dir = Path(model_dir)
-    read_spec(model_dir)  # a broken model directory is named before anything else
+    spec = read_spec(model_dir)  # a broken model directory is named before anything else
     asked = runtime
     runtime, device = choose_runtime(runtime, device)
     if runtime == "torch":
         return _torch_predictor(model_dir, device)
-    spec = read_spec(model_dir)
     check_weights(model_dir)  # the graph is made from these: they must be the model's
     try:
         return _onnx_predictor(model_dir, spec, device, threads, reporter)
@@ -129,4 +128,4 @@ def open_predictor(model_dir: Path, runtime: str = "auto", device: str = "auto",
         if asked != "auto" or not installed("torch"):
             raise
         reporter.log(f"ONNX Runtime cannot run {spec.model_id} ({exc}); using PyTorch", "warning")
-        return _torch_predictor(model_dir, "cpu" if device == "cpu" else device)
+        return _torch_predictor(model_dir, device)
