@@ -88,10 +88,11 @@ def test_cmgm_grouping_loss_prefers_distinct_part_maps():
 
 
 def test_cmgm_part_maps_start_distinct_on_real_tiles():
-    """After the data-driven initialisation (channel selection, balanced peak-response
-    groups, calibrated offsets) the part maps of one tile are not one map: mean
-    correlation between parts 0.44 on these 256 px tiles (8 x 8 maps), against 0.63
-    with the earlier per-map centring, random 1x1 layer and unbalanced groups."""
+    """After the data-driven initialisation (balanced peak-response groups, calibrated
+    offsets, the response shared by all parts subtracted) the part maps of one tile are
+    not one map: mean correlation between parts -0.03 on these 256 px tiles (8 x 8
+    maps), against 0.44 without the shared response subtracted (with channel selection)
+    and 0.63 with the earlier per-map centring and unbalanced groups."""
     import dataclasses
 
     from engine.models.modelfile import ModelSpec, build_model
@@ -111,6 +112,6 @@ def test_cmgm_part_maps_start_distinct_on_real_tiles():
     model.prepare_from_data(xn[:64])
     with torch.no_grad():
         maps, _ = model.rmam(model.features(xn))
-    assert map_correlation(maps.numpy()) < 0.5
+    assert map_correlation(maps.numpy()) < 0.3
     lit = (maps > 0.5).float().mean().item()
     assert 0.05 < lit < 0.5  # dark where a part's channels do not respond

@@ -49,16 +49,19 @@ def test_n_and_r_switches_compute_part_features_as_eq2_and_eq3(normalise, residu
         torch.testing.assert_close(got[0, n], pooled)
 
 
-def test_part_attention_is_the_sigmoid_of_the_channel_weighted_response():
-    rmam = ResidualMultiAttention(channels=2, parts=1, hidden=2, normalise=True, residual=True)
+def test_part_attention_lights_where_its_channels_outrespond_the_other_parts():
+    rmam = ResidualMultiAttention(channels=2, parts=2, hidden=2, normalise=True, residual=True)
     feats = torch.zeros(1, 2, 2, 2)
     feats[0, 0, 0, 0] = 4.0   # channel 0 fires top-left, channel 1 bottom-right
     feats[0, 1, 1, 1] = 4.0
+    feats[0, :, 0, 1] = 4.0   # top-right: salient for both channels alike
+    d = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # part 0 reads channel 0, part 1 channel 1
     with torch.no_grad():
-        only_first = rmam.attention(feats, torch.tensor([[[1.0, 0.0]]]))
-        only_second = rmam.attention(feats, torch.tensor([[[0.0, 1.0]]]))
-    assert only_first[0, 0].argmax() == 0 and only_second[0, 0].argmax() == 3
-    assert float(only_first.min()) > 0 and float(only_first.max()) < 1
+        maps = rmam.attention(feats, d)[0].flatten(1)
+    assert maps[0].argmax() == 0 and maps[1].argmax() == 3
+    # what every part responds to alike lights no part more than an empty location does
+    torch.testing.assert_close(maps[:, 1], maps[:, 2])
+    assert float(maps.min()) > 0 and float(maps.max()) < 1
 
 
 def test_grouping_loss_prefers_compact_and_distinct_parts():
