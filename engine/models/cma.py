@@ -18,10 +18,16 @@
   stride-32 maps of EfficientNet-Lite0, or layer3/layer4 of a ResNet); the probabilities
   are averaged and returned as logits.
 - The class-imbalance loss of Eq. 12 is the trainer's ``--loss imbalance-bce``.
-Attention for the analyst: z_k, the ReLU cosine of Eq. 7 (in [0, 1] on a fixed scale;
-a_k is z_k normalised per tile, which the contract forbids showing), weighted by the
-label's probability. MS-CMA shows the mean of its scales' z_k at the finest scale's
-resolution (the coarser map upsampled bilinearly), as Eq. 11 averages their scores.
+Attention for the analyst: z_k^i sigmoid(w_k^T I^i + b_k), weighted by the label's
+probability. Eq. 9-10 make the logit y_k = sum_i a_k^i (w_k^T I^i + b_k): the attention
+a_k^i times the logit location i alone would give. The map shows both factors, each on
+a fixed scale in [0, 1]: z_k (the ReLU cosine of Eq. 7; a_k is z_k normalised per tile,
+which the contract forbids showing) and that location's logit through a sigmoid.
+Measured on NWPU VHR-10 crops (benchmarks/attention_localisation.py, 5-epoch model):
+pointing 0.75 with both factors, 0.68 with z_k alone, 0.71 with the location's logit
+alone; an absent label's map peaked on the object 0.33-0.39 of the time with each.
+MS-CMA shows the mean of its scales' maps at the finest scale's resolution (the coarser
+map upsampled bilinearly), as Eq. 11 averages their scores.
 """
 from __future__ import annotations
 
@@ -117,13 +123,15 @@ class CrossModalityHead(nn.Module):
         return z / z.sum(-1, keepdim=True).clamp(min=1e-6)
 
     def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, N] and z [B, N, H, W] (the map the analyst sees)."""
+        """Logits [B, N] and the map the analyst sees [B, N, H, W] (module docstring)."""
         i = self.reduce(feats)
         z = self.similarity(i, embeddings)
         a = z / z.sum(-1, keepdim=True).clamp(min=1e-6)                   # Eq. 8
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
-        return logits, z.reshape(*z.shape[:2], *feats.shape[-2:])
+        local = torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
+        evidence = z * torch.sigmoid(local)                                # the analyst's map
+        return logits, evidence.reshape(*z.shape[:2], *feats.shape[-2:])
 
 
 @dataclass
@@ -154,17 +162,17 @@ class CMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         maps = self.backbone.forward_stages(x, self.stages)
-        probs, similarities = [], []
+        probs, scale_maps = [], []
         for stage in self.stages:
-            logits, z = self.heads[stage](maps[stage], self.label_embeddings)
+            logits, evidence = self.heads[stage](maps[stage], self.label_embeddings)
             probs.append(torch.sigmoid(logits))
-            similarities.append(z)
+            scale_maps.append(evidence)
         p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)             # Eq. 11
         logits = torch.log(p) - torch.log1p(-p)
-        size = similarities[0].shape[-2:]                                # the finest scale
-        z = torch.stack([F.interpolate(s, size=size, mode="bilinear", align_corners=False)
-                         if s.shape[-2:] != size else s for s in similarities]).mean(0)
-        return ModelOutput(logits, presence_weighted(z.detach(), logits), {})
+        size = scale_maps[0].shape[-2:]                                  # the finest scale
+        fused = torch.stack([F.interpolate(s, size=size, mode="bilinear", align_corners=False)
+                             if s.shape[-2:] != size else s for s in scale_maps]).mean(0)
+        return ModelOutput(logits, presence_weighted(fused.detach(), logits), {})
 
 
 def embedding_cosines(model: CMA) -> np.ndarray:
