@@ -18,14 +18,18 @@
   stride-32 maps of EfficientNet-Lite0, or layer3/layer4 of a ResNet); the probabilities
   are averaged and returned as logits.
 - The class-imbalance loss of Eq. 12 is the trainer's ``--loss imbalance-bce``.
-Attention for the analyst: z_k^i sigmoid(w_k^T I^i + b_k), weighted by the label's
-probability. Eq. 9-10 make the logit y_k = sum_i a_k^i (w_k^T I^i + b_k): the attention
-a_k^i times the logit location i alone would give. The map shows both factors, each on
-a fixed scale in [0, 1]: z_k (the ReLU cosine of Eq. 7; a_k is z_k normalised per tile,
-which the contract forbids showing) and that location's logit through a sigmoid.
-Measured on NWPU VHR-10 crops (benchmarks/attention_localisation.py, 5-epoch model):
-pointing 0.75 with both factors, 0.68 with z_k alone, 0.71 with the location's logit
-alone; an absent label's map peaked on the object 0.33-0.39 of the time with each.
+Attention for the analyst: (1 - exp(-M a_k^i)) sigmoid(w_k^T I^i + b_k), weighted by
+the label's probability. Eq. 9-10 make the logit y_k = sum_i a_k^i (w_k^T I^i + b_k): the
+attention a_k^i times the logit location i alone would give. The map shows both factors,
+each through a fixed curve into [0, 1]: the attention distribution by the curve the
+contract uses for distributions over the M locations (engine/models/attention.py: 0.63
+for a uniform spread, near 1 where the weight concentrates), the location's logit by a
+sigmoid. Measured on NWPU VHR-10 crops (benchmarks/attention_localisation.py, 5-epoch
+model): pointing 0.74 with both factors as shown (0.75 with z_k in place of the curve
+of a_k), 0.68 with z_k alone, 0.71 with the location's logit alone; an absent label's
+map peaked on the object 0.33-0.39 of the time with each. z_k itself (the ReLU cosine of Eq. 7) is small
+for a trained model: present labels' maps peaked at 0.32 on average, below what the
+plugin's ramp shows, hence the curve of a_k (present maps then peak at 0.77).
 MS-CMA shows the mean of its scales' maps at the finest scale's resolution (the coarser
 map upsampled bilinearly), as Eq. 11 averages their scores.
 """
@@ -40,7 +44,7 @@ from torch import nn
 
 from engine.errors import ModelFileError
 from engine.graph.label_graph import LabelGraph
-from engine.models.attention import presence_weighted
+from engine.models.attention import distribution_to_unit, presence_weighted
 from engine.models.backbones import build_backbone
 from engine.models.output import ModelOutput
 
@@ -130,7 +134,7 @@ class CrossModalityHead(nn.Module):
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
         local = torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
-        evidence = z * torch.sigmoid(local)                                # the analyst's map
+        evidence = distribution_to_unit(a, -1) * torch.sigmoid(local)      # the analyst's map
         return logits, evidence.reshape(*z.shape[:2], *feats.shape[-2:])
 
 
