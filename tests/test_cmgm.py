@@ -93,18 +93,21 @@ def test_each_label_takes_the_part_the_classifier_scores_highest():
     assert assign_parts(part_logits).tolist() == [[1, 0]]
 
 
-def test_label_attention_is_the_map_of_its_assigned_part_weighted_by_presence():
+def test_label_attention_is_its_assigned_parts_evidence_per_location_weighted_by_presence():
     model = tiny_cmgm().eval()
     with torch.no_grad():
         x = torch.randn(2, 3, 64, 64)
         out = model(x)
         feats = model.features(x)
         maps, parts = model.rmam(feats)
-        choice = assign_parts(model.classifier(parts))
-    for b in range(2):
-        for label in range(len(LABELS)):
-            p = torch.sigmoid(out.logits[b, label])  # presence-weighted (attention.py)
-            torch.testing.assert_close(out.attention[b, label], p * maps[b, choice[b, label]])
+        part_logits = model.classifier(parts)                        # [B, N, C]
+        choice = assign_parts(part_logits)                           # [B, C]
+        local = model.location_logits(feats, maps, choice)           # [B, C, h, w]
+    # the locations' logits average to V's score of the label's part feature (Eq. 1-3)
+    chosen = part_logits.gather(1, choice[:, None]).squeeze(1)       # [B, C]
+    torch.testing.assert_close(local.mean(dim=(2, 3)), chosen, rtol=1e-4, atol=1e-5)
+    p = torch.sigmoid(out.logits)[..., None, None]                   # presence (attention.py)
+    torch.testing.assert_close(out.attention, p * torch.sigmoid(local))
     assert out.logits.shape == (2, len(LABELS))
 
 
