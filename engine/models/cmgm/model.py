@@ -178,6 +178,7 @@ class CMGM(nn.Module):
                                 self.cfg.credible, self.cfg.candidate)
             logits = torch.logit(q, eps=1e-6)
         aux = {"cnn_logits": cnn_logits, "lstm_logits": lstm_logits, "maps": maps,
+               "part_choice": choice,
                "part_logits": part_logits.amax(1), "aligned": aligned,
                "label_space": label_space, "order": order}
         return ModelOutput(logits=logits, attention=presence_weighted(attention.detach(), logits),
