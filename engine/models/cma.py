@@ -133,8 +133,9 @@ class CrossModalityHead(nn.Module):
         a = z / z.sum(-1, keepdim=True).clamp(min=1e-6)                   # Eq. 8
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
-        local = torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
-        evidence = distribution_to_unit(a, -1) * torch.sigmoid(local)      # the analyst's map
+        with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
+            local = torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
+            evidence = distribution_to_unit(a, -1) * torch.sigmoid(local)
         return logits, evidence.reshape(*z.shape[:2], *feats.shape[-2:])
 
 

@@ -138,13 +138,15 @@ class SRDL(nn.Module):
 
     def classify(self, feats: torch.Tensor, ca: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
         """Eq. 6 and 2: F^_c, GMP, per-label linear classifier."""
-        f_c = self.category_features(feats, ca, sa).amax(dim=(3, 4))         # [B, C, D]
-        return (f_c * self.classifier).sum(-1) + self.bias
+        return self.logits_of(self.category_features(feats, ca, sa))
 
-    def evidence_maps(self, feats: torch.Tensor, ca: torch.Tensor, sa: torch.Tensor) -> torch.Tensor:
+    def logits_of(self, f_hat: torch.Tensor) -> torch.Tensor:
+        """Eq. 2 on F^_c [B, C, D, h, w]: GMP, then label c's linear classifier."""
+        return (f_hat.amax(dim=(3, 4)) * self.classifier).sum(-1) + self.bias
+
+    def evidence_maps(self, f_hat: torch.Tensor) -> torch.Tensor:
         """[B, C, h, w]: label c's classifier (Eq. 2) applied to F^_c at each location, the
         logit the location alone would give (module docstring, "Attention")."""
-        f_hat = self.category_features(feats, ca, sa)
         return torch.einsum("bcdhw,cd->bchw", f_hat, self.classifier) + self.bias[:, None, None]
 
     def erase(self, sa: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
@@ -162,11 +164,13 @@ class SRDL(nn.Module):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         feats = self.backbone(x)
         ca, sa = self.attentions(feats)
-        logits = self.classify(feats, ca, sa)
+        f_hat = self.category_features(feats, ca, sa)
+        logits = self.logits_of(f_hat)
         aux = {}
         if self.training:
             aux["erased_logits"] = self.classify(feats, ca, self.erase(sa, logits))
-        maps = torch.sigmoid(self.evidence_maps(feats.detach(), ca.detach(), sa.detach()))
+        with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
+            maps = torch.sigmoid(self.evidence_maps(f_hat))
         return ModelOutput(logits, presence_weighted(maps, logits), aux)
 
     def extra_losses(self, out: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:

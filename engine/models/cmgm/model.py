@@ -169,7 +169,8 @@ class CMGM(nn.Module):
         if not (self.training and self.phase in PHASES):  # no stage-1 loss reads the LSTM
             order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
             lstm_logits = self.predictor(aligned, order, label_space)
-        attention = torch.sigmoid(self.location_logits(feats.detach(), maps.detach(), choice))
+        with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
+            attention = torch.sigmoid(self.location_logits(feats, maps, choice))
         if self.training:
             logits = cnn_logits
         else:
