@@ -18,6 +18,7 @@ import traceback
 from pathlib import Path
 from typing import Callable
 
+from engine import interrupt
 from engine.errors import JobInterrupted, TileLabelError
 from engine.progress import Reporter
 
@@ -26,7 +27,9 @@ def _raise_interrupt(signum: int, _frame: object) -> None:
     """Turn the first SIGTERM into JobInterrupted; ignore repeats so that the clean-up
     (rolling back, recording the run as interrupted) is not itself interrupted."""
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise JobInterrupted(f"stopped by signal {signal.Signals(signum).name}")
+    reason = f"stopped by signal {signal.Signals(signum).name}"
+    interrupt.request(reason)  # kept even if the raise below is swallowed (interrupt.py)
+    raise JobInterrupted(reason)
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -504,6 +507,7 @@ def environment_error(exc: Exception, args: argparse.Namespace) -> TileLabelErro
 
 def main(argv: list[str] | None = None) -> int:
     handler: Callable = _raise_interrupt
+    interrupt.clear()
     signal.signal(signal.SIGTERM, handler)  # first, so an early SIGTERM also exits 130
     try:
         args = build_parser().parse_args(argv)
@@ -511,7 +515,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     reporter = Reporter(json_lines=getattr(args, "json_progress", False))
     try:
-        return args.func(args, reporter)
+        code = args.func(args, reporter)
+        interrupt.raise_if_requested()  # a stop whose raise was swallowed is still a stop
+        return code
     except TileLabelError as exc:
         if args.debug:
             traceback.print_exc()

@@ -20,6 +20,8 @@ from typing import Any, TextIO
 
 from tqdm import tqdm
 
+from engine import interrupt
+
 
 UNITS = {"predict": "tile", "train": "batch", "evaluate": "image"}
 
@@ -38,6 +40,7 @@ class Reporter:
         self._out.flush()
 
     def progress(self, stage: str, done: int, total: int | None) -> None:
+        interrupt.raise_if_requested()  # every job's safe point to honour a stop request
         if self.json_lines:
             self._emit({"event": "progress", "stage": stage, "done": done, "total": total})
             return

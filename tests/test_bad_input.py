@@ -340,3 +340,38 @@ def test_sigterm_in_the_first_moments_exits_130(tmp_path):
         proc.send_signal(signal.SIGTERM)
         proc.communicate(timeout=60)
         assert proc.returncode == 130, delay
+
+
+def test_a_stop_whose_raise_is_swallowed_still_stops_the_job_with_130(tmp_path, monkeypatch):
+    """Python drops an exception raised inside a finaliser; a SIGTERM landing there must
+    still stop the job (interrupt.py): the next progress step raises, the run is recorded
+    as interrupted, the exit code is 130."""
+    import signal
+    import sqlite3
+
+    from engine import cli, interrupt
+    from engine.progress import Reporter
+
+    real_progress = Reporter.progress
+    calls = {"n": 0}
+
+    def progress_with_a_swallowed_sigterm(self, stage, done, total):
+        calls["n"] += 1
+        if calls["n"] == 2:  # mid-job: the handler's raise is lost, as in a __del__
+            try:
+                cli._raise_interrupt(signal.SIGTERM, None)
+            except BaseException:  # noqa: BLE001 - what a finaliser context does
+                pass
+        return real_progress(self, stage, done, total)
+
+    monkeypatch.setattr(Reporter, "progress", progress_with_a_swallowed_sigterm)
+    previous = signal.getsignal(signal.SIGTERM)
+    store = tmp_path / "x.gpkg"
+    try:
+        code = cli.main(["annotate", str(SAMPLE), "--out", str(store), "--json-progress"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        interrupt.clear()
+    assert code == 130
+    with sqlite3.connect(store) as db:
+        assert db.execute("SELECT outcome FROM runs").fetchall() == [("interrupted",)]
