@@ -27,9 +27,10 @@ for a uniform spread, near 1 where the weight concentrates), the location's logi
 sigmoid. Measured on NWPU VHR-10 crops (benchmarks/attention_localisation.py, 5-epoch
 model): pointing 0.74 with both factors as shown (0.75 with z_k in place of the curve
 of a_k), 0.68 with z_k alone, 0.71 with the location's logit alone; an absent label's
-map peaked on the object 0.33-0.39 of the time with each. z_k itself (the ReLU cosine of Eq. 7) is small
-for a trained model: present labels' maps peaked at 0.32 on average, below what the
-plugin's ramp shows, hence the curve of a_k (present maps then peak at 0.77).
+map peaked on the object 0.33-0.39 of the time with each. z_k itself (the ReLU cosine of
+Eq. 7) is small for a trained model: present labels' maps peaked at 0.32 on average,
+below what the plugin's ramp shows, hence the curve of a_k (present maps then peak at
+0.77).
 MS-CMA shows the mean of its scales' maps at the finest scale's resolution (the coarser
 map upsampled bilinearly), as Eq. 11 averages their scores.
 """
