@@ -47,6 +47,7 @@ model-benchmarks: setup
 	$(PY) benchmarks/cmgm_ablation.py
 	$(PY) benchmarks/cmgm_attention_figures.py
 	$(PY) benchmarks/kbranch_bigearthnet.py --annotate
+	$(PY) benchmarks/kbranch_reference_map.py
 
 clean:
 	rm -rf out .pytest_cache
