@@ -5,6 +5,8 @@ nothing else is written to stdout (DESIGN.md, "Plugin and engine talk through a 
 protocol")::
 
     {"event": "progress", "stage": "predict", "done": 12, "total": 480}
+    {"event": "progress", "stage": "loading model", "done": 0, "total": null}
+      (a stage of unknown length: the panel shows it as busy)
     {"event": "log", "level": "info", "message": "...", ...extra fields}
       (training adds "epoch_metrics": {"epoch", "loss", "mAP_macro", "OF1", ...})
     {"event": "result", ...}
@@ -53,6 +55,15 @@ class Reporter:
             self._bar.total = total
         self._bar.n = done
         self._bar.refresh()
+
+    def stage(self, name: str) -> None:
+        """A stage whose length is not known (e.g. "loading model")."""
+        interrupt.raise_if_requested()
+        if self.json_lines:
+            self._emit({"event": "progress", "stage": name, "done": 0, "total": None})
+        else:
+            self.close()
+            print(f"{name}...", file=sys.stderr)
 
     def log(self, message: str, level: str = "info", **fields: Any) -> None:
         """A log line; ``fields`` (e.g. ``epoch_metrics``) ride along in JSON mode."""

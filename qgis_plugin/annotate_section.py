@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerProxyModel, QgsRectangle
 from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.PyQt.QtCore import QRegularExpression
+from qgis.PyQt.QtGui import QRegularExpressionValidator
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
-                                 QLabel, QProgressBar, QPushButton)
+                                 QLabel, QLineEdit, QProgressBar, QPushButton)
 
 from .i18n import tr
 
@@ -42,6 +44,14 @@ class AnnotateSection(QGroupBox):
         self.store_widget.setStorageMode(QgsFileWidget.SaveFile)
         self.store_widget.setFilter("GeoPackage (*.gpkg)")
         form.addRow(tr("Store"), self.store_widget)
+        self.bands_edit = QLineEdit()
+        self.bands_edit.setPlaceholderText(tr("matched by band name; or e.g. 3,2,1"))
+        self.bands_edit.setToolTip(tr("The raster's band numbers that feed the model's bands, "
+                                      "in the model's order (red, green, blue for the RGB "
+                                      "models): e.g. 3,2,1 for a blue-green-red file"))
+        self.bands_edit.setValidator(QRegularExpressionValidator(QRegularExpression(
+            r"^\s*\d+(\s*,\s*\d+)*\s*$")))
+        form.addRow(tr("Bands"), self.bands_edit)
         self.gsd_check = QCheckBox(tr("Annotate even if the raster's resolution is far from "
                                       "the model's"))
         form.addRow(self.gsd_check)
@@ -86,3 +96,8 @@ class AnnotateSection(QGroupBox):
                 return None
             return layer.boundingBoxOfSelected(), layer.crs()
         return canvas.extent(), canvas.mapSettings().destinationCrs()
+
+    def band_arguments(self) -> list[str]:
+        """``--bands 3,2,1`` when the analyst mapped the bands by hand, else nothing."""
+        bands = ",".join(b.strip() for b in self.bands_edit.text().split(",") if b.strip())
+        return ["--bands", bands] if bands else []

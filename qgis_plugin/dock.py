@@ -12,6 +12,8 @@ from pathlib import Path
 
 from qgis.core import (Qgis, QgsApplication, QgsCoordinateTransform, QgsExpression,
                        QgsFeatureRequest, QgsProject, QgsTask, QgsVectorLayer)
+from qgis.gui import QgsMessageBarItem
+from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel,
@@ -57,6 +59,7 @@ class TileLabelDock(QDockWidget):
         self.store_path: str | None = None
         self._updating = False
         self._review_history: list[str] = []
+        self.error_items: list[QgsMessageBarItem] = []  # errors shown until resolved
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addWidget(self._engine_banner())
@@ -239,9 +242,20 @@ class TileLabelDock(QDockWidget):
         return self.engine_python
 
     def _error(self, message: str) -> None:
+        """An error: in the panel and in QGIS's message bar until it is resolved (the
+        next job that succeeds, or a newer error, clears it)."""
         self.status.setText(message)
-        self.iface.messageBar().pushMessage("TileLabel", message, level=Qgis.Critical,
-                                            duration=0)
+        self.clear_errors()
+        item = QgsMessageBarItem("TileLabel", message, Qgis.Critical, 0)
+        self.error_items.append(item)
+        self.iface.messageBar().pushItem(item)
+
+    def clear_errors(self) -> None:
+        bar = self.iface.messageBar()
+        for item in self.error_items:
+            if not sip.isdeleted(item):  # the analyst may have closed it already
+                bar.popWidget(item)
+        self.error_items.clear()
 
     def _run(self, description: str, job: list[str], on_done,
              exclusive: bool = True) -> EngineJob | None:
@@ -265,8 +279,12 @@ class TileLabelDock(QDockWidget):
 
     def _on_event(self, event: dict) -> None:
         if event.get("event") == "progress" and event.get("total"):
+            self.progress.setRange(0, 100)
             self.progress.setValue(int(100 * event["done"] / event["total"]))
             self.status.setText(f"{event['stage']}: {event['done']} / {event['total']}")
+        elif event.get("event") == "progress":  # a stage of unknown length
+            self.progress.setRange(0, 0)  # busy
+            self.status.setText(f"{event['stage']}...")
         elif event.get("event") == "log" and "epoch_metrics" in event:
             self.train_status.setText(event["message"])
         elif event.get("event") == "log" and event.get("level") == "warning":
@@ -284,6 +302,7 @@ class TileLabelDock(QDockWidget):
 
     def _finished(self, task: EngineJob, outcome: JobOutcome, on_done) -> None:
         self.jobs.discard(task)
+        self.progress.setRange(0, 100)  # no longer busy
         self.cancel_button.setEnabled(bool(self.jobs))
         if not any(getattr(j, "exclusive", False) for j in self.jobs):
             self._set_jobs_enabled(True)
@@ -296,6 +315,7 @@ class TileLabelDock(QDockWidget):
         if outcome.error:
             self._error(outcome.error)
             return
+        self.clear_errors()
         on_done(outcome.result or {})
 
     def _show_partial(self, task: EngineJob) -> None:
@@ -334,6 +354,7 @@ class TileLabelDock(QDockWidget):
                "--extent-crs", crs.authid() or crs.toWkt(),
                "--overlap", str(self.settings.overlap), "--batch-size",
                str(self.settings.batch_size), "--device", self.settings.device,
+               *self.annotate_section.band_arguments(),
                *(["--allow-gsd-mismatch"] if self.gsd_check.isChecked() else [])]
         name = Path(store).stem
         task = self._run(tr("Annotating ") + raster.name(), job,

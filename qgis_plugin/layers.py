@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsFillSymbol,
+from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsExpression, QgsFillSymbol,
                        QgsLayerTreeGroup, QgsPalLayerSettings, QgsProject, QgsRasterLayer,
-                       QgsRasterShader, QgsRendererCategory, QgsSingleBandPseudoColorRenderer,
+                       QgsRasterShader, QgsRendererCategory, QgsSimpleLineSymbolLayer, QgsSingleBandPseudoColorRenderer,
                        QgsTextBufferSettings, QgsTextFormat, QgsVectorLayer,
                        QgsVectorLayerSimpleLabeling, QgsBilinearRasterResampler)
 from qgis.PyQt.QtGui import QColor
 
-from .store_reader import read_store, store_labels
+from .store_reader import label_columns, read_store
+
+_literal = QgsExpression.quotedString
+_column = QgsExpression.quotedColumnRef
 
 ATTENTION_SHOWN = 1  # attention layers visible at first: the most frequent top label
 GROUP_PREFIX = "TileLabel: "
@@ -27,39 +30,71 @@ PALETTE = ["#F3C300", "#875692", "#F38400", "#A1CAF1", "#BE0032", "#C2B280", "#8
 NONE_COLOUR = "#9E9E9E"
 FILL_OPACITY = 0.15          # tiles are outlines with a light fill: the imagery stays visible
 LABELS_MIN_SCALE = 25_000    # tile labels hidden when zoomed out beyond 1:25,000
-# The label shown for a tile: its top predicted label, or its first final label once an
-# analyst corrected or verified it, the first of its final labels.
-DISPLAY_EXPRESSION = ("if(\"status\" = 'predicted', \"top_label\", "
-                      "coalesce(regexp_substr(\"final_labels\", '^([^;]+)'), 'none'))")
-SHORT_LABEL = ("coalesce(" + DISPLAY_EXPRESSION + ", '') || if(\"n_labels\" > 1 AND "
-               "\"status\" = 'predicted', ' +' || to_string(\"n_labels\" - 1), '') || "
-               "if(\"status\" != 'predicted', ' \u2713', '')")
+SELECTED_OUTLINE_MM = 1.2    # the outline a selected tile is drawn with
+
+
+def display_expression(columns: list[tuple[str, str]]) -> str:
+    """The label a tile is drawn and named by: its top predicted label while predicted;
+    once an analyst corrected or verified it, the most probable of its final labels
+    (not the first in the vocabulary), or 'none' when it has none."""
+    present = ", ".join(f"if(array_contains(@f, {_literal(label)}), coalesce({_column(column)}, 0), -1)"
+                        for label, column in columns)
+    names = ", ".join(_literal(label) for label, _ in columns)
+    reviewed = ("with_variable('f', string_to_array(coalesce(\"final_labels\", ''), '; '), "
+                f"with_variable('p', array({present}), if(array_max(@p) < 0, 'none', "
+                f"array_get(array({names}), array_find(@p, array_max(@p))))))")
+    return f"if(\"status\" = 'predicted', \"top_label\", {reviewed})"
+
+
+def short_label(display: str) -> str:
+    """The tile's map label: its displayed label, '+N' other predicted labels, a tick
+    once reviewed."""
+    return ("coalesce(" + display + ", '') || if(\"n_labels\" > 1 AND "
+            "\"status\" = 'predicted', ' +' || to_string(\"n_labels\" - 1), '') || "
+            "if(\"status\" != 'predicted', ' \u2713', '')")
 
 
 def label_colour(i: int, n: int) -> QColor:
     return QColor(PALETTE[i % len(PALETTE)])
 
 
-def style_tiles(layer: QgsVectorLayer, labels: list[str]) -> None:
+def style_tiles(layer: QgsVectorLayer, columns: list[tuple[str, str]]) -> None:
     """Outlines coloured by the displayed label over a light fill; reviewed tiles thick,
-    edge tiles dashed; short haloed labels hidden at small scales."""
-    categories = []
-    for i, label in enumerate(labels + ["none"]):
-        colour = QColor(NONE_COLOUR) if label == "none" else label_colour(i, len(labels))
-        fill = QColor(colour)
-        fill.setAlphaF(FILL_OPACITY)
-        symbol = QgsFillSymbol.createSimple({
-            "color": fill.name(QColor.HexArgb), "outline_color": colour.name(),
-            "outline_width": "0.4"})
-        layer0 = symbol.symbolLayer(0)
-        layer0.setDataDefinedProperty(layer0.PropertyStrokeWidth,
-                                      _property("if(\"status\" = 'predicted', 0.4, 1.2)"))
-        layer0.setDataDefinedProperty(layer0.PropertyStrokeStyle,
-                                      _property("if(\"edge\" = 1, 'dash', 'solid')"))
-        categories.append(QgsRendererCategory(label, symbol, label))
-    layer.setRenderer(QgsCategorizedSymbolRenderer(DISPLAY_EXPRESSION, categories))
+    edge tiles dashed; a selected tile drawn as a thick outline in QGIS's selection colour
+    with its imagery left visible (QGIS 3.22 would fill it opaque); short haloed labels
+    hidden at small scales. ``columns``: the store's (label, p_<label> column) pairs."""
+    labels = [label for label, _ in columns]
+    display = display_expression(columns)
+    categories = [QgsRendererCategory(label, _tile_symbol(
+        QColor(NONE_COLOUR) if label == "none" else label_colour(i, len(labels))), label)
+        for i, label in enumerate(labels + ["none"])]
+    layer.setRenderer(QgsCategorizedSymbolRenderer(display, categories))
+    layer.setLabeling(QgsVectorLayerSimpleLabeling(_tile_labels(short_label(display))))
+    layer.setLabelsEnabled(True)
+    layer.triggerRepaint()
+
+
+def _tile_symbol(colour: QColor) -> QgsFillSymbol:
+    fill = QColor(colour)
+    fill.setAlphaF(FILL_OPACITY)
+    symbol = QgsFillSymbol.createSimple({
+        "color": fill.name(QColor.HexArgb), "outline_color": colour.name(),
+        "outline_width": "0.4"})
+    tile = symbol.symbolLayer(0)
+    tile.setDataDefinedProperty(tile.PropertyStrokeWidth,
+                                _property("if(\"status\" = 'predicted', 0.4, 1.2)"))
+    tile.setDataDefinedProperty(tile.PropertyStrokeStyle,
+                                _property("if(\"edge\" = 1, 'dash', 'solid')"))
+    tile.setDataDefinedProperty(tile.PropertyLayerEnabled, _property("not is_selected()"))
+    selected = QgsSimpleLineSymbolLayer(colour, SELECTED_OUTLINE_MM)  # drawn in selection colour
+    selected.setDataDefinedProperty(selected.PropertyLayerEnabled, _property("is_selected()"))
+    symbol.appendSymbolLayer(selected)
+    return symbol
+
+
+def _tile_labels(expression: str) -> QgsPalLayerSettings:
     settings = QgsPalLayerSettings()
-    settings.fieldName = SHORT_LABEL
+    settings.fieldName = expression
     settings.isExpression = True
     settings.placement = QgsPalLayerSettings.OverPoint  # at the tile's centre, not beside it
     text = QgsTextFormat()
@@ -72,9 +107,7 @@ def style_tiles(layer: QgsVectorLayer, labels: list[str]) -> None:
     settings.setFormat(text)
     settings.scaleVisibility = True
     settings.minimumScale = LABELS_MIN_SCALE  # QGIS: the most zoomed-out scale shown
-    layer.setLabeling(QgsVectorLayerSimpleLabeling(settings))
-    layer.setLabelsEnabled(True)
-    layer.triggerRepaint()
+    return settings
 
 
 def _property(expression: str):
@@ -129,7 +162,7 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
     project = project or QgsProject.instance()
     root = project.layerTreeRoot()
     group = root.findGroup(GROUP_PREFIX + name) or root.insertGroup(0, GROUP_PREFIX + name)
-    labels = store_labels(store)
+    labels = [label for label, _ in label_columns(store)]
     tiles = tiles_layer_of(store, project)
     if tiles is None:
         tiles = QgsVectorLayer(f"{store}|layername=tiles", f"{name} tiles", "ogr")
@@ -140,7 +173,7 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
     else:
         tiles.dataProvider().reloadData()
         tiles.updateExtents()
-    style_tiles(tiles, labels)
+    style_tiles(tiles, label_columns(store))
     rasters = []
     for old in [g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
                 and g.name().startswith("attention")]:

@@ -14,7 +14,8 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingProvider)
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
+                       QgsProcessingProvider)
 from qgis.PyQt.QtGui import QIcon
 
 from .engine_job import run_engine
@@ -58,9 +59,9 @@ class _StyleTiles(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer, context, feedback):  # noqa: N802
         from .layers import style_tiles
-        from .store_reader import store_labels
+        from .store_reader import label_columns
 
-        style_tiles(layer, store_labels(layer.source().split("|")[0]))
+        style_tiles(layer, label_columns(layer.source().split("|")[0]))
 
 
 def load_styled_tiles(store: str, context: QgsProcessingContext) -> None:
@@ -107,6 +108,9 @@ class AnnotateRaster(_Algorithm):
         self.addParameter(QgsProcessingParameterNumber(
             "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", "Raster bands feeding the model's bands, in the model's order, e.g. "
+            "3,2,1 (default: matched by band name)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "ALLOW_GSD_MISMATCH", "Annotate even when the raster's resolution is far from "
             "the model's", defaultValue=False))
@@ -128,6 +132,9 @@ class AnnotateRaster(_Algorithm):
             job += ["--model", model]
         if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
             job.append("--allow-gsd-mismatch")
+        bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
+        if bands:
+            job += ["--bands", bands]
         if parameters.get("EXTENT"):
             rect = self.parameterAsExtent(parameters, "EXTENT", context)
             crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)

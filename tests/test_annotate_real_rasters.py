@@ -55,6 +55,9 @@ def test_default_model_annotates_sample_raster_into_store_covering_it(tmp_path, 
     assert set(tiles["status"]) == {"predicted"}
     labels = assert_attention_aligned(result["attention"], SAMPLE)
     assert list(labels) == result["labels"]
+    stages = [e["stage"] for e in map(json.loads, res.out.splitlines())
+              if e["event"] == "progress"]
+    assert stages[0] == "loading model" and stages[1:] and set(stages[1:]) == {"predict"}
 
 
 def test_default_model_finds_water_and_buildings_in_the_gorinchem_scene(tmp_path, run_cli):

@@ -70,6 +70,7 @@ def dock(qgis_iface, qtbot):
     qtbot.addWidget(widget)
     widget.engine_python = sys.executable
     qgis_iface.messageBar().clear_messages()
+    qgis_iface.messageBar().clearWidgets()
     yield widget
     widget.cancel()
     widget.disconnect_project()
@@ -160,9 +161,27 @@ def test_engine_error_shows_in_the_message_bar(tmp_path, qtbot, qgis_iface, qgis
     qgis_iface.mapCanvas().setExtent(coarse.extent())
     outcome = _annotate(dock, qtbot, coarse, tmp_path / "l.gpkg")
     assert "coarser than the model" in outcome.error
-    messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
-    assert any("coarser than the model" in m for m in messages)
+    assert any("coarser than the model" in m for m in _bar_errors(qgis_iface))
+    assert "coarser than the model" in dock.status.text()
+    sample = QgsRasterLayer(str(SAMPLE), "gorinchem")  # a job that succeeds clears it
+    QgsProject.instance().addMapLayer(sample)
+    qgis_iface.mapCanvas().setDestinationCrs(sample.crs())
+    qgis_iface.mapCanvas().setExtent(sample.extent())
+    assert _annotate(dock, qtbot, sample, tmp_path / "g.gpkg").error is None
+    assert _bar_errors(qgis_iface) == []
     QgsProject.instance().removeAllMapLayers()
+
+
+def _bar_errors(iface) -> list[str]:
+    return [item.text() for item in iface.messageBar().items() if item.level() == Qgis.Critical]
+
+
+def test_a_stage_of_unknown_length_shows_as_busy_then_the_tile_count(dock):
+    dock._on_event({"event": "progress", "stage": "loading model", "done": 0, "total": None})
+    assert dock.progress.maximum() == 0 and dock.status.text() == "loading model..."
+    dock._on_event({"event": "progress", "stage": "predict", "done": 4, "total": 16})
+    assert dock.progress.maximum() == 100 and dock.progress.value() == 25
+    assert dock.status.text() == "predict: 4 / 16"
 
 
 def test_engine_warnings_reach_the_panel_and_the_message_bar(tmp_path, qtbot, qgis_iface,
@@ -187,6 +206,15 @@ def test_engine_warnings_reach_the_panel_and_the_message_bar(tmp_path, qtbot, qg
     assert outcome.error is None, outcome.error
     warnings = qgis_iface.messageBar().get_messages(Qgis.Warning)
     assert any("does not name its bands" in m for m in warnings), warnings
+
+    qgis_iface.messageBar().clear_messages()
+    dock.bands_edit.setText("3, 2,1")  # the analyst maps the bands: no more guessing
+    assert _annotate(dock, qtbot, layer, tmp_path / "mapped.gpkg").error is None
+    assert not any("does not name its bands" in m
+                   for m in qgis_iface.messageBar().get_messages(Qgis.Warning))
+    with sqlite3.connect(tmp_path / "mapped.gpkg") as conn:
+        assert json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])["bands"] \
+            == [3, 2, 1]
     QgsProject.instance().removeAllMapLayers()
 
 
@@ -276,6 +304,59 @@ def test_ticking_a_label_on_a_multi_selection_changes_only_that_label_and_undo_r
     assert not (tmp_path / "multi").exists()  # no stray file from a mis-parsed URI
 
 
+def _render(layers, extent):
+    from qgis.core import QgsMapRendererSequentialJob, QgsMapSettings
+    from qgis.PyQt.QtCore import QSize
+    from qgis.PyQt.QtGui import QColor
+
+    settings = QgsMapSettings()
+    settings.setLayers(layers)
+    settings.setDestinationCrs(layers[-1].crs())
+    settings.setExtent(extent)
+    settings.setOutputSize(QSize(100, 100))
+    settings.setSelectionColor(QColor(255, 255, 0))  # QGIS's default: opaque yellow
+    job = QgsMapRendererSequentialJob(settings)
+    job.start()
+    job.waitForFinished()
+    return job.renderedImage()
+
+
+def test_a_corrected_tile_shows_its_most_probable_label_and_a_selected_tile_its_imagery(
+        tmp_path, qtbot, sample_layer, dock):
+    from qgis.core import QgsExpression, QgsExpressionContext, QgsExpressionContextUtils
+
+    from engine.store import AnnotationStore
+
+    store = tmp_path / "map.gpkg"
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    tiles = dock.tiles_layer
+    feature = max(tiles.getFeatures(), key=lambda f: f["p_water"])
+    assert feature["p_water"] > feature["p_airplane"]
+    with AnnotationStore.open(store) as s:  # 'airplane' comes first in the vocabulary
+        s.add_correction([feature["tile_id"]], ["water", "airplane"])
+    tiles.dataProvider().reloadData()
+    feature = next(f for f in tiles.getFeatures() if f["tile_id"] == feature["tile_id"])
+    assert feature["final_labels"] == "airplane; water"
+    context = QgsExpressionContext(QgsExpressionContextUtils.globalProjectLayerScopes(tiles))
+    context.setFeature(feature)
+    assert QgsExpression(tiles.renderer().classAttribute()).evaluate(context) == "water"
+    with AnnotationStore.open(store) as s:
+        s.add_correction([feature["tile_id"]], [])
+    tiles.dataProvider().reloadData()
+    context.setFeature(next(f for f in tiles.getFeatures() if f["tile_id"] == feature["tile_id"]))
+    assert QgsExpression(tiles.renderer().classAttribute()).evaluate(context) == "none"
+
+    # a selected tile is an outline in the selection colour; its imagery stays visible
+    extent = feature.geometry().boundingBox()
+    imagery, unselected = _render([sample_layer], extent), _render([tiles, sample_layer], extent)
+    tiles.selectByIds([feature.id()])
+    selected = _render([tiles, sample_layer], extent)
+    inside = (20, 30)  # away from the outline and the tile's label
+    assert selected.pixelColor(*inside) == imagery.pixelColor(*inside)
+    assert unselected.pixelColor(*inside) != imagery.pixelColor(*inside)  # the light fill
+    assert selected.pixelColor(1, 50).name() == "#ffff00"  # the outline
+
+
 def test_the_review_queue_walks_unreviewed_tiles_least_confident_first(
         tmp_path, qtbot, sample_layer, dock):
     from qgis_plugin.review_queue import review_order
@@ -352,8 +433,12 @@ def test_processing_algorithms_run(tmp_path, provider):
     import processing
 
     store = tmp_path / "p.gpkg"
-    result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store)})
+    result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store),
+                                                   "BANDS": "1, 2, 3"})
     assert result["TILES"] == 16
+    with sqlite3.connect(store) as conn:
+        assert json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])["bands"] \
+            == [1, 2, 3]
     with sqlite3.connect(store) as conn:
         ids = [r[0] for r in conn.execute("SELECT tile_id FROM tiles")]
     from engine.store import AnnotationStore
@@ -390,9 +475,8 @@ def test_missing_engine_interpreter_is_reported_with_the_install_command(
     dock.engine_python = None
     dock.raster_combo.setLayer(sample_layer)
     qtbot.mouseClick(dock.annotate_button, Qt.LeftButton)
-    messages = qgis_iface.messageBar().get_messages(Qgis.Critical)
     assert any("No TileLabel engine found" in m and "Install engine" in m and "make setup" in m
-               for m in messages)
+               for m in _bar_errors(qgis_iface))
     assert not dock.engine_banner.isHidden()  # the panel offers the installer
 
 
@@ -453,7 +537,7 @@ def test_an_engine_crash_is_reported_not_frozen(tmp_path, qtbot, sample_layer, d
     dock.engine_python = str(crashing)
     outcome = _annotate(dock, qtbot, sample_layer, tmp_path / "c.gpkg")
     assert "exit code 139" in outcome.error and "Segmentation fault" in outcome.error
-    assert any("exit code 139" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+    assert any("exit code 139" in m for m in _bar_errors(qgis_iface))
 
 
 def test_settings_dialog_saves_what_the_analyst_chose(qtbot, tmp_path):

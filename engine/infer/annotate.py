@@ -188,6 +188,7 @@ def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
     if opts.attention:
         _check_attention_dir(opts)
     # the model is loaded (and its ONNX graph made, once) before the store is touched
+    reporter.stage("loading model")
     predictor = open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
     with StoreJobLock(opts.store):
         remove_leftovers(opts.store)
