@@ -17,8 +17,8 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                                 QListWidgetItem, QPushButton, QShortcut, QVBoxLayout,
-                                 QWidget)
+                                 QListWidgetItem, QMessageBox, QPushButton, QShortcut,
+                                 QVBoxLayout, QWidget)
 
 from .annotate_section import AnnotateSection
 from .engine_job import EngineJob, JobOutcome
@@ -35,6 +35,7 @@ from .train_section import TrainSection
 
 
 FEW_REVIEWED = 20  # below this many reviewed tiles, Retrain warns
+LIGHT_ENGINE_REFUSAL = "needs PyTorch"  # what a light engine's train says (engine/cli.py)
 
 
 def _val_metrics(model_dir: str | None) -> dict:
@@ -197,7 +198,7 @@ class TileLabelDock(QDockWidget):
                                             "retrain need one."))
         self.engine_banner_text.setWordWrap(True)
         self.install_engine_button = QPushButton(tr("Install engine..."))
-        self.install_engine_button.clicked.connect(self.install_engine)
+        self.install_engine_button.clicked.connect(lambda: self.install_engine())
         row.addWidget(self.engine_banner_text, 1)
         row.addWidget(self.install_engine_button)
         self.engine_banner.setVisible(False)
@@ -222,10 +223,10 @@ class TileLabelDock(QDockWidget):
         except RuntimeError:  # the panel was closed while the task ran
             pass
 
-    def install_engine(self) -> None:
+    def install_engine(self, part: str = "light") -> None:
         from .install_dialog import InstallDialog
 
-        dialog = InstallDialog(self.settings, self)
+        dialog = InstallDialog(self.settings, self, part=part)
         dialog.exec_()
         if dialog.engine_python:
             self.engine_python = dialog.engine_python
@@ -314,6 +315,8 @@ class TileLabelDock(QDockWidget):
             return
         if outcome.error:
             self._error(outcome.error)
+            if getattr(task, "needs_training", False) and LIGHT_ENGINE_REFUSAL in outcome.error:
+                self.offer_training_install()
             return
         self.clear_errors()
         on_done(outcome.result or {})
@@ -575,7 +578,20 @@ class TileLabelDock(QDockWidget):
                "--out", str(out), "--epochs", str(self.epochs_spin.value()),
                "--device", self.settings.device, "--batch-size", str(self.settings.batch_size),
                "--allow-no-val"]
-        self._run(tr("Retraining"), job, self._retrained)
+        task = self._run(tr("Retraining"), job, self._retrained)
+        if task is not None:
+            task.needs_training = True  # a light engine refuses: offer the full install
+
+    def offer_training_install(self) -> None:
+        """The engine is the light one (no PyTorch): offer to add the training part."""
+        answer = QMessageBox.question(
+            self, tr("Retrain needs the training part"),
+            tr("This TileLabel engine was installed without PyTorch (the light install: "
+               "annotate, review, export). Retrain needs it: install the full engine now? "
+               "(about 1 GB to download; the same environment is upgraded)"),
+            QMessageBox.Yes | QMessageBox.No, QMessageBox.Yes)
+        if answer == QMessageBox.Yes:
+            self.install_engine(part="full")
 
     def _retrained(self, result: dict) -> None:
         m = result.get("metrics") or {}

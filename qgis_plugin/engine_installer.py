@@ -13,8 +13,12 @@ Two parts: ``light`` (annotate, review, export: ONNX Runtime, rasterio, numpy; a
 an NVIDIA GPU is seen, falling back to the package index's build when that index cannot
 be reached).
 
+The tools: ``uv`` when it is on PATH (much faster; ``uv venv --seed`` keeps pip in the
+environment for later repairs), with plain ``venv`` + ``pip`` as the fallback of every uv
+step; ``venv`` + ``pip`` alone otherwise.
+
 This module holds the plan and the steps (plain subprocesses, no Qt); the QgsTask that
-runs them with a live log is :class:`InstallTask` in engine_install_task.py.
+runs them with a live log is :class:`InstallTask` in install_dialog.py.
 """
 from __future__ import annotations
 
@@ -77,12 +81,12 @@ def nvidia_gpu() -> bool:
 
 @dataclass
 class Step:
-    """One command of the installation; ``fallback`` runs when it fails."""
+    """One command of the installation; when it fails, each ``fallbacks`` entry
+    (note, argv) is tried in turn until one succeeds."""
 
     title: str
     argv: list[str]
-    fallback: list[str] | None = None
-    fallback_note: str = ""
+    fallbacks: list[tuple[str, list[str]]] = field(default_factory=list)
 
 
 @dataclass
@@ -93,25 +97,49 @@ class InstallPlan:
     part: str = "light"
     cuda: bool = False
     pip_options: list[str] = field(default_factory=list)  # e.g. --find-links DIR
+    uv: str | None = None  # the uv executable, when there is one
 
     def steps(self) -> list[Step]:
-        py = str(env_python(self.env))
-        pip = [py, "-m", "pip", "install", "--upgrade", "--disable-pip-version-check",
-               *self.pip_options]
-        steps = [Step("create the environment", [self.base, "-m", "venv", str(self.env)])]
+        steps = [self._step("create the environment",
+                            lambda uv: [uv, "venv", "--seed", "--allow-existing", "--python",
+                                        self.base, str(self.env)],
+                            [self.base, "-m", "venv", str(self.env)])]
         if self.part == "full":
-            torch = [*pip, "torch==2.14.1", "torchvision==0.29.1"]
+            torch = ["torch==2.14.1", "torchvision==0.29.1"]
             if self.cuda:
-                steps.append(Step("PyTorch (CUDA build, for the NVIDIA GPU)", torch))
+                steps.append(self._install("PyTorch (CUDA build, for the NVIDIA GPU)", torch))
             else:
-                steps.append(Step("PyTorch (CPU build)", [*torch, "--index-url", TORCH_CPU_INDEX],
-                                  fallback=torch, fallback_note="PyTorch's own index cannot "
-                                  "be reached: installing the package index's build"))
+                step = self._install("PyTorch (CPU build)", [*torch, "--index-url",
+                                                             TORCH_CPU_INDEX])
+                note = ("PyTorch's own index cannot be reached: installing the package "
+                        "index's build")
+                step.fallbacks.append((note, self._pip(torch)))
+                steps.append(step)
         target = f"{self.wheel}[train]" if self.part == "full" else str(self.wheel)
-        steps.append(Step("the engine and its dependencies", [*pip, target]))
+        steps.append(self._install("the engine and its dependencies", [target]))
         steps.append(Step("check: tilelabel models list",
-                          [py, "-m", "engine.cli", "models", "list"]))
+                          [str(env_python(self.env)), "-m", "engine.cli", "models", "list"]))
         return steps
+
+    def _pip(self, packages: list[str]) -> list[str]:
+        return [str(env_python(self.env)), "-m", "pip", "install", "--upgrade",
+                "--disable-pip-version-check", *self.pip_options, *packages]
+
+    def _install(self, title: str, packages: list[str]) -> Step:
+        return self._step(title, lambda uv: [uv, "pip", "install", "--python",
+                                             str(env_python(self.env)), "--upgrade",
+                                             *self.pip_options, *packages],
+                          self._pip(packages))
+
+    def _step(self, title: str, with_uv: Callable[[str], list[str]], plain: list[str]) -> Step:
+        """``with_uv`` when uv is there (``plain`` as its fallback), else ``plain``."""
+        if not self.uv:
+            return Step(title, plain)
+        return Step(title, with_uv(self.uv), [("uv failed: trying venv and pip", plain)])
+
+
+def find_uv() -> str | None:
+    return shutil.which("uv")
 
 
 Log = Callable[[str], None]
@@ -158,9 +186,11 @@ def install(plan: InstallPlan, log: Log, progress: Callable[[float], None] = lam
             raise InstallError("cancelled")
         log(f"== {step.title}: {' '.join(step.argv)}")
         code, output = run_step(step.argv, log, cancelled)
-        if code and step.fallback and not cancelled():
-            log(f"== {step.fallback_note}")
-            code, output = run_step(step.fallback, log, cancelled)
+        for note, argv in step.fallbacks:
+            if not code or cancelled():
+                break
+            log(f"== {note}: {' '.join(argv)}")
+            code, output = run_step(argv, log, cancelled)
         if cancelled():
             raise InstallError("cancelled")
         if code:

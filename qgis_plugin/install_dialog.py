@@ -13,8 +13,8 @@ from qgis.PyQt.QtCore import QObject, pyqtSignal
 from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QHBoxLayout, QLabel, QPlainTextEdit,
                                  QProgressBar, QPushButton, QVBoxLayout)
 
-from .engine_installer import (InstallError, InstallPlan, base_python, bundled_wheel, install,
-                               nvidia_gpu)
+from .engine_installer import (InstallError, InstallPlan, base_python, bundled_wheel, find_uv,
+                               install, nvidia_gpu)
 from .i18n import tr
 from .settings import PluginSettings
 
@@ -52,7 +52,8 @@ class InstallTask(QgsTask):
 
 
 class InstallDialog(QDialog):
-    def __init__(self, settings: PluginSettings, parent=None, env: Path | None = None) -> None:
+    def __init__(self, settings: PluginSettings, parent=None, env: Path | None = None,
+                 part: str = "light") -> None:
         super().__init__(parent)
         self.setWindowTitle(tr("Install the TileLabel engine"))
         self.settings, self.env = settings, env or default_env_dir()
@@ -60,6 +61,7 @@ class InstallDialog(QDialog):
         self.engine_python = ""
         layout = QVBoxLayout(self)
         self.base, self.wheel, self.cuda = base_python(), bundled_wheel(), nvidia_gpu()
+        self.uv = find_uv()
         self.summary = QLabel(self._summary())
         self.summary.setWordWrap(True)
         layout.addWidget(self.summary)
@@ -67,6 +69,7 @@ class InstallDialog(QDialog):
         self.part = QComboBox()
         self.part.addItem(tr("Light: annotate, review, export (about 100 MB)"), "light")
         self.part.addItem(tr("Full: also Retrain (PyTorch, about 1 GB)"), "full")
+        self.part.setCurrentIndex(max(0, self.part.findData(part)))
         row.addWidget(self.part)
         self.start = QPushButton(tr("Install"))
         self.start.clicked.connect(self.begin)
@@ -100,11 +103,13 @@ class InstallDialog(QDialog):
                                     "CPU build"))
         return (tr("Creates a Python environment in ") + f"{self.env} " + tr("with ")
                 + f"{Path(self.base).name} ({self.base}), " + tr("installs ")
-                + f"{self.wheel.name} " + tr("and its dependencies from the package index, "
-                "then checks it. Running it again repairs or upgrades. ") + gpu + ".")
+                + f"{self.wheel.name} " + tr("and its dependencies from the package index ")
+                + (tr("with uv") if self.uv else tr("with pip")) + tr(", then checks it. "
+                "Running it again repairs or upgrades. ") + gpu + ".")
 
     def begin(self) -> None:
-        plan = InstallPlan(self.base, self.env, self.wheel, self.part.currentData(), self.cuda)
+        plan = InstallPlan(self.base, self.env, self.wheel, self.part.currentData(), self.cuda,
+                           uv=self.uv)
         self.task = InstallTask(plan)
         self.task.signals.line.connect(self._log_line)
         self.task.progressChanged.connect(lambda p: self.progress.setValue(int(p)))

@@ -14,9 +14,9 @@ from qgis_plugin.engine_installer import (TORCH_CPU_INDEX, InstallError, Install
                                           base_python, env_python, explain, install)
 
 
-def _plan(part: str, cuda: bool = False) -> InstallPlan:
+def _plan(part: str, cuda: bool = False, uv: str | None = None) -> InstallPlan:
     return InstallPlan("/usr/bin/python3", Path("/tmp/env"), Path("/z/tilelabel-0.1.0-py3-none-any.whl"),
-                       part, cuda)
+                       part, cuda, uv=uv)
 
 
 def test_the_light_install_takes_no_pytorch():
@@ -28,10 +28,37 @@ def test_the_light_install_takes_no_pytorch():
 
 def test_the_full_install_takes_the_cpu_build_unless_a_gpu_is_seen():
     cpu = _plan("full").steps()[1]
-    assert TORCH_CPU_INDEX in cpu.argv and cpu.fallback and TORCH_CPU_INDEX not in cpu.fallback
+    assert TORCH_CPU_INDEX in cpu.argv and cpu.fallbacks
+    assert TORCH_CPU_INDEX not in cpu.fallbacks[-1][1]
     gpu = _plan("full", cuda=True).steps()[1]
     assert "torch==2.14.1" in gpu.argv and TORCH_CPU_INDEX not in gpu.argv
     assert _plan("full").steps()[2].argv[-1].endswith(".whl[train]")
+
+
+def test_with_uv_every_step_uses_it_and_falls_back_to_venv_and_pip():
+    steps = _plan("full", uv="/opt/uv").steps()
+    assert steps[0].argv[:2] == ["/opt/uv", "venv"] and "--seed" in steps[0].argv  # pip kept
+    assert steps[0].fallbacks[0][1] == ["/usr/bin/python3", "-m", "venv", "/tmp/env"]
+    for step in steps[1:-1]:
+        assert step.argv[:3] == ["/opt/uv", "pip", "install"]
+        assert step.argv[step.argv.index("--python") + 1] == "/tmp/env/bin/python"
+        assert step.fallbacks[0][1][1:4] == ["-m", "pip", "install"]
+    assert TORCH_CPU_INDEX in steps[1].argv and TORCH_CPU_INDEX not in steps[1].fallbacks[-1][1]
+    assert steps[-1].argv[0] == "/tmp/env/bin/python"  # the check runs the engine itself
+
+
+def test_a_failed_step_tries_its_fallbacks_in_turn(tmp_path):
+    marker = tmp_path / "made"
+    step = Step("x", [sys.executable, "-c", "raise SystemExit(3)"],
+                [("first", [sys.executable, "-c", "raise SystemExit(4)"]),
+                 ("second", [sys.executable, "-c", f"open({str(marker)!r}, 'w')"])])
+    plan = InstallPlan(sys.executable, tmp_path / "env", tmp_path / "w.whl")
+    plan.steps = lambda: [step]
+    log: list[str] = []
+    install(plan, log.append)
+    assert marker.exists() and [l for l in log if l.startswith("== ")][1:] == [
+        f"== first: {sys.executable} -c raise SystemExit(4)",
+        f"== second: {sys.executable} -c open({str(marker)!r}, 'w')"]
 
 
 def test_the_environment_is_never_built_with_the_qgis_executable(monkeypatch):

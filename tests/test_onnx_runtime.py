@@ -109,6 +109,34 @@ def test_a_read_only_model_folder_gets_its_graph_in_the_cache(ucm, tmp_path, mon
     assert graph.is_relative_to(tmp_path / "cache") and not (model / ONNX_FILE).exists()
 
 
+def test_a_graph_beside_its_weights_reads_them_instead_of_holding_a_copy(ucm, tmp_path):
+    model = _gap_linear_dir(ucm, tmp_path / "m")
+    predictor = open_predictor(model, "onnx", "cpu")
+    graph, record = trusted_graph(model)
+    assert record.shared_weights == "model.safetensors"
+    assert graph.stat().st_size < (model / "model.safetensors").stat().st_size / 5
+    batch = _real_batch(predictor.spec, UCM)
+    probs, _ = predictor(batch)
+    want, _ = open_predictor(model, "torch", "cpu")(batch)
+    assert np.abs(probs - want).max() < PROB_TOL
+
+
+def test_a_swapped_weights_file_stops_a_graph_that_reads_it(ucm, tmp_path):
+    model = _gap_linear_dir(ucm, tmp_path / "m")
+    open_predictor(model, "onnx", "cpu")
+    weights = model / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF  # the same size and model.json: only the bytes differ
+    weights.write_bytes(bytes(data))
+    assert trusted_graph(model) is None
+
+
+def test_the_packaged_default_graph_reads_the_packaged_weights():
+    _, record = trusted_graph(DEFAULT_MODEL)
+    assert record.shared_weights == "model.safetensors"
+    assert (DEFAULT_MODEL / ONNX_FILE).stat().st_size < 2_000_000
+
+
 def test_annotate_on_onnx_and_on_torch_write_the_same_labels(run_cli, tmp_path):
     import sqlite3
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 import zipfile
 
+import pytest
+
 from conftest import ROOT, SAMPLE
 
 
@@ -59,3 +61,56 @@ def test_the_plugin_zip_carries_a_licence_and_the_engine_wheel(tmp_path):
     assert "tilelabel/LICENSE" in names
     assert any(n.startswith("tilelabel/engine/tilelabel-") and n.endswith(".whl") for n in names)
     assert not any(n.endswith((".pyc", ".so", ".dll")) for n in names)  # plugin-repo rule
+
+
+def test_the_plugin_zip_passes_the_plugin_repository_checks(tmp_path):
+    from scripts.build_plugin import build
+    from scripts.check_plugin_zip import MAX_BYTES, check
+
+    archive = build(tmp_path / "tilelabel.zip")
+    errors, warnings = check(archive)
+    assert errors == []
+    assert archive.stat().st_size < MAX_BYTES  # the engine and its default model fit
+
+
+def _zip(path, members: dict[str, bytes], stored: bool = False):
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED if stored else zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+GOOD_METADATA = (b"[general]\nname=T\ndescription=d\nversion=1\nqgisMinimumVersion=3.22\n"
+                 b"author=A\nemail=a@b.c\nabout=x\ntracker=https://h.io/t\n"
+                 b"repository=https://h.io/r\n")
+
+
+@pytest.mark.parametrize("members,says", [
+    ({"t/__init__.py": b"", "t/metadata.txt": GOOD_METADATA}, "t/LICENSE is missing"),
+    ({"t/__init__.py": b"", "t/LICENSE": b"MIT", "t/metadata.txt": GOOD_METADATA,
+      "t/__pycache__/a.cpython-311.pyc": b""}, "compiled Python files"),
+    ({"t/__init__.py": b"", "t/LICENSE": b"MIT", "t/metadata.txt": GOOD_METADATA,
+      "u/x.py": b""}, "one top-level folder"),
+    ({"t-1/__init__.py": b"", "t-1/LICENSE": b"MIT", "t-1/metadata.txt": GOOD_METADATA},
+     "Python identifier"),
+    ({"t/__init__.py": b"", "t/LICENSE": b"MIT",
+      "t/metadata.txt": GOOD_METADATA.replace(b"tracker=https://h.io/t\n", b"")},
+     "required field 'tracker'"),
+    ({"t/__init__.py": b"", "t/LICENSE": b"MIT",
+      "t/metadata.txt": GOOD_METADATA.replace(b"https://h.io/r", b"http://repo")},
+     "repository: 'http://repo' is not a valid URL"),
+])
+def test_the_repository_checks_refuse_what_the_repository_refuses(tmp_path, members, says):
+    from scripts.check_plugin_zip import check
+
+    errors, _ = check(_zip(tmp_path / "p.zip", members))
+    assert any(says in e for e in errors), errors
+
+
+def test_the_repository_checks_refuse_a_zip_over_25_mb(tmp_path):
+    from scripts.check_plugin_zip import check
+
+    members = {"t/__init__.py": b"", "t/LICENSE": b"MIT", "t/metadata.txt": GOOD_METADATA,
+               "t/big.bin": os.urandom(25_100_000)}
+    errors, _ = check(_zip(tmp_path / "p.zip", members, stored=True))
+    assert any("over the repository's" in e for e in errors), errors

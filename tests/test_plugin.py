@@ -480,6 +480,39 @@ def test_missing_engine_interpreter_is_reported_with_the_install_command(
     assert not dock.engine_banner.isHidden()  # the panel offers the installer
 
 
+def test_retrain_on_a_light_engine_offers_to_install_the_training_part(
+        tmp_path, qtbot, sample_layer, dock, monkeypatch):
+    from qgis.PyQt.QtWidgets import QMessageBox
+
+    store = tmp_path / "light.gpkg"
+    assert _annotate(dock, qtbot, sample_layer, store).error is None
+    light = tmp_path / "python"  # answers train as an engine installed without PyTorch does
+    light.write_text("#!/bin/sh\necho '{\"event\": \"error\", \"message\": \"training needs "
+                     "PyTorch, which this engine was installed without\"}'\nexit 2\n")
+    light.chmod(0o755)
+    dock.engine_python = str(light)
+    asked, installs = [], []
+    monkeypatch.setattr(QMessageBox, "question",
+                        lambda *a, **k: asked.append(a[2]) or QMessageBox.Yes)
+    monkeypatch.setattr(dock, "install_engine", lambda part="light": installs.append(part))
+    dock.last_outcome = None
+    qtbot.mouseClick(dock.retrain_button, Qt.LeftButton)
+    qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
+    assert "needs PyTorch" in dock.last_outcome.error
+    assert len(asked) == 1 and "install the full engine now" in asked[0]
+    assert installs == ["full"]
+
+
+def test_the_installer_opens_on_the_part_it_is_asked_for(qtbot):
+    from qgis_plugin.install_dialog import InstallDialog
+    from qgis_plugin.settings import PluginSettings
+
+    for part in ("light", "full"):
+        dialog = InstallDialog(PluginSettings(), part=part)
+        qtbot.addWidget(dialog)
+        assert dialog.part.currentData() == part
+
+
 def test_the_panel_says_at_once_when_there_is_no_engine(qtbot, qgis_iface, monkeypatch):
     import qgis_plugin.dock as dock_module
 

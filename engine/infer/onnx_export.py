@@ -6,13 +6,21 @@ returns ``probs`` [B, C] (sigmoid of the logits) and, for models with attention,
 ``attention`` [B, C, h, w]: exactly what engine.infer.predictor.Predictor returns. The
 batch size is dynamic; the tile size is the model's.
 
+Exported without folding batch norms into convolutions (ONNX Runtime fuses them itself
+when it loads the graph), every initializer is a tensor of the weights file byte for
+byte; a graph written beside the weights then points into ``model.safetensors`` instead
+of copying it (see engine.infer.onnx_file).
+
 After export the graph is run by ONNX Runtime (when installed) on another random batch,
 of another size than the one traced, and compared with PyTorch; a graph that disagrees
 (e.g. control flow the tracer froze to the traced batch) is deleted, never used.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
+import struct
 import warnings
 from pathlib import Path
 
@@ -31,6 +39,7 @@ from engine.models.spec import ModelSpec, sha256_file, weights_file
 OPSET = 17
 PROB_TOLERANCE = 1e-4
 ATTENTION_TOLERANCE = 1e-3
+SHARE_MIN_BYTES = 1024  # smaller initializers stay in the graph
 
 
 class _GraphView(nn.Module):
@@ -77,6 +86,46 @@ def _check_with_onnxruntime(graph: Path, view: _GraphView, inputs: dict[str, np.
                                  f"(more than {tol:g}); use --runtime torch for this model")
 
 
+def _tensor_spans(weights: Path) -> dict[str, tuple[int, int]]:
+    """sha1 of each tensor's bytes -> (offset, length) in a safetensors file (an 8-byte
+    header size, a JSON header, then the tensors' raw little-endian bytes)."""
+    with open(weights, "rb") as f:
+        size = struct.unpack("<Q", f.read(8))[0]
+        header = json.loads(f.read(size))
+        spans = {}
+        for name, entry in header.items():
+            if name == "__metadata__":
+                continue
+            start, end = entry["data_offsets"]
+            f.seek(8 + size + start)
+            spans[hashlib.sha1(f.read(end - start)).hexdigest()] = (8 + size + start, end - start)
+    return spans
+
+
+def share_weights(graph: Path, weights: Path) -> bool:
+    """Point every initializer of ``graph`` that is byte for byte a tensor of ``weights``
+    at that tensor (ONNX external data) instead of holding a copy. True when at least
+    one was shared."""
+    import onnx
+    from onnx.external_data_helper import set_external_data
+
+    proto = onnx.load(str(graph))
+    spans, shared = _tensor_spans(weights), 0
+    for tensor in proto.graph.initializer:
+        if not tensor.HasField("raw_data") or len(tensor.raw_data) < SHARE_MIN_BYTES:
+            continue
+        span = spans.get(hashlib.sha1(tensor.raw_data).hexdigest())
+        if span is None:
+            continue
+        set_external_data(tensor, weights.name, offset=span[0], length=span[1])
+        tensor.data_location = onnx.TensorProto.EXTERNAL
+        tensor.ClearField("raw_data")
+        shared += 1
+    if shared:
+        onnx.save(proto, str(graph))
+    return shared > 0
+
+
 def export_onnx(model_dir: Path, force: bool = False) -> tuple[Path, OnnxRecord]:
     """The trusted graph of ``model_dir``, exported now unless one exists (``force``: always)."""
     model_dir = Path(model_dir)
@@ -100,7 +149,12 @@ def export_onnx(model_dir: Path, force: bool = False) -> tuple[Path, OnnxRecord]
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notes
             torch.onnx.export(view, tuple(torch.from_numpy(v) for v in inputs.values()),
                               str(tmp), input_names=list(inputs), output_names=outputs,
-                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+                              dynamic_axes=dynamic, opset_version=OPSET, dynamo=False,
+                              training=torch.onnx.TrainingMode.PRESERVE,
+                              do_constant_folding=False)
+        weights, recorded = weights_file(model_dir)
+        shared = weights.name if folder.resolve() == weights.parent.resolve() and \
+            share_weights(tmp, weights) else None
         _check_with_onnxruntime(tmp, view, example_inputs(spec, batch=3, seed=1))
         tmp.replace(graph)
     except ModelFileError:
@@ -110,10 +164,10 @@ def export_onnx(model_dir: Path, force: bool = False) -> tuple[Path, OnnxRecord]
                              f"ONNX ({type(exc).__name__}: {exc}); use --runtime torch") from exc
     finally:
         tmp.unlink(missing_ok=True)
-    weights, recorded = weights_file(model_dir)
     record = OnnxRecord(weights_sha256=recorded or sha256_file(weights),
                         network_sha256=network_key(model_dir),
                         onnx_sha256=sha256_file(graph), inputs=list(inputs),
-                        attention=n_outputs == 2, opset=OPSET, engine_version=__version__)
+                        attention=n_outputs == 2, opset=OPSET, engine_version=__version__,
+                        shared_weights=shared)
     write_record(folder, record)
     return graph, record

@@ -6,8 +6,14 @@ weights (engine.infer.onnx_export) and written as ``model.onnx`` with a sidecar
 itself. It goes beside the weights when that folder is writable, otherwise into a cache
 folder keyed by the weights' checksum (``$TILELABEL_CACHE`` or ``~/.cache/tilelabel``).
 
+A graph beside the weights keeps no copy of them: its initializers point into
+``model.safetensors`` (ONNX external data: file, offset, length), so a model folder holds
+its weights once (the packaged default model and the plugin zip stay half the size). A
+graph in the cache holds its own weights.
+
 A graph is used only when its sidecar names this engine's ONNX format, the weights'
-current checksum (as model.json records it), the checksum of the model.json fields the
+current checksum (as model.json records it, and of the file itself when the graph reads
+its weights from it), the checksum of the model.json fields the
 network is built from (architecture, its options, label and band counts, tile size, label
 graph and embeddings) and the graph's own current checksum. A stale graph (the model was
 retrained or its model.json edited in place) or a foreign one (copied from another model)
@@ -26,7 +32,8 @@ from engine.models.spec import read_spec, sha256_file, weights_file
 ONNX_FILE = "model.onnx"
 SIDECAR_FILE = "model.onnx.json"
 ONNX_FORMAT = "tilelabel-onnx"
-ONNX_FORMAT_VERSION = 1
+ONNX_FORMAT_VERSION = 2      # 2: the graph may read its weights from model.safetensors
+READABLE_VERSIONS = (1, 2)
 
 
 @dataclass
@@ -42,6 +49,7 @@ class OnnxRecord:
     engine_version: str
     format: str = ONNX_FORMAT
     format_version: int = ONNX_FORMAT_VERSION
+    shared_weights: str | None = None  # the weights file the graph reads its tensors from
 
 
 def cache_root() -> Path:
@@ -91,12 +99,23 @@ def trusted_graph(model_dir: Path) -> tuple[Path, OnnxRecord] | None:
     for folder in candidate_dirs(model_dir):
         record, graph = read_record(folder), Path(folder) / ONNX_FILE
         if (record is None or not graph.is_file() or record.format != ONNX_FORMAT
-                or record.format_version != ONNX_FORMAT_VERSION
+                or record.format_version not in READABLE_VERSIONS
                 or record.weights_sha256 != weights_sha or record.network_sha256 != network):
             continue
-        if sha256_file(graph) == record.onnx_sha256:
+        if sha256_file(graph) == record.onnx_sha256 and _shared_weights_intact(graph, record):
             return graph, record
     return None
+
+
+def _shared_weights_intact(graph: Path, record: OnnxRecord) -> bool:
+    """A graph that reads its tensors from the weights file runs only on the very bytes
+    it was exported from (model.json's checksum alone would not see a swapped file)."""
+    if not record.shared_weights:
+        return True
+    if Path(record.shared_weights).name != record.shared_weights:
+        return False  # only a file beside the graph, never a path elsewhere
+    weights = graph.parent / record.shared_weights
+    return weights.is_file() and sha256_file(weights) == record.weights_sha256
 
 
 def write_record(folder: Path, record: OnnxRecord) -> None:
