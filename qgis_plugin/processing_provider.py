@@ -109,8 +109,8 @@ class AnnotateRaster(_Algorithm):
             "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString(
-            "BANDS", "Raster bands feeding the model's bands, in the model's order, e.g. "
-            "3,2,1 (default: matched by band name)", optional=True))
+            "BANDS", "Bands in the model's order, e.g. 3,2,1 (default: by band name)",
+            optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
             "ALLOW_GSD_MISMATCH", "Annotate even when the raster's resolution is far from "
             "the model's", defaultValue=False))

@@ -40,6 +40,16 @@ class Iface:
     def setActiveLayer(self, layer) -> None:  # noqa: N802
         pass
 
+    def activeLayer(self):  # noqa: N802
+        return None
+
+    def browserModel(self):  # noqa: N802  (Processing's parameter widgets)
+        from qgis.gui import QgsBrowserGuiModel
+
+        if not hasattr(self, "_browser"):
+            self._browser = QgsBrowserGuiModel()
+        return self._browser
+
 
 def wait_for(condition, timeout_s: float = 300, poll_s: float = 0.05) -> None:
     end = time.time() + timeout_s
