@@ -17,8 +17,8 @@ from qgis.PyQt import sip
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel,
-                                 QListWidgetItem, QMessageBox, QPushButton, QShortcut,
-                                 QVBoxLayout, QWidget)
+                                 QListWidgetItem, QMessageBox, QProgressBar, QPushButton,
+                                 QShortcut, QVBoxLayout, QWidget)
 
 from .annotate_section import AnnotateSection
 from .engine_job import EngineJob, JobOutcome
@@ -157,11 +157,10 @@ class TileLabelDock(QDockWidget):
         try:
             layer = open_store_layer(store)
         except (RuntimeError, OSError, sqlite3.Error) as exc:
-            self._error(tr("Not a TileLabel store: {}").format(exc))
+            self._error(tr("Not a TileLabel store: {}").format(exc), "review")
             return
         self.use_store(store, layer)
 
-    # -- widgets ---------------------------------------------------------------------
     # -- models ----------------------------------------------------------------------
     def refresh_models(self, select: str | None = None) -> None:
         """Default model, the settings' model, and model versions saved beside the store."""
@@ -242,10 +241,17 @@ class TileLabelDock(QDockWidget):
                            "panel (or ") + INSTALL_HINT + ")")
         return self.engine_python
 
-    def _error(self, message: str) -> None:
-        """An error: in the panel and in QGIS's message bar until it is resolved (the
+    def _view(self, section: str) -> tuple[QProgressBar | None, QLabel]:
+        """The progress bar and status line of a panel section: each job reports in the
+        section it was started from."""
+        return {"annotate": (self.progress, self.status),
+                "review": (None, self.review_status),
+                "train": (self.train_progress, self.train_status)}[section]
+
+    def _error(self, message: str, section: str = "annotate") -> None:
+        """An error: in its section and in QGIS's message bar until it is resolved (the
         next job that succeeds, or a newer error, clears it)."""
-        self.status.setText(message)
+        self._view(section)[1].setText(message)
         self.clear_errors()
         item = QgsMessageBarItem("TileLabel", message, Qgis.Critical, 0)
         self.error_items.append(item)
@@ -258,42 +264,50 @@ class TileLabelDock(QDockWidget):
                 bar.popWidget(item)
         self.error_items.clear()
 
-    def _run(self, description: str, job: list[str], on_done,
-             exclusive: bool = True) -> EngineJob | None:
-        """Start an engine job. An ``exclusive`` one (annotate, export, retrain) disables
-        those buttons until it ends, so a double click never starts two jobs on a store."""
+    def _run(self, description: str, job: list[str], on_done, exclusive: bool = True,
+             section: str = "annotate") -> EngineJob | None:
+        """Start an engine job reporting in ``section``. An ``exclusive`` one (annotate,
+        export, retrain) disables those buttons until it ends, so a double click never
+        starts two jobs on a store."""
         python = self._engine()
         if python is None:
             return None
         task = EngineJob(description, python, job)
-        task.signals.event.connect(self._on_event)
+        task.section, task.exclusive = section, exclusive
+        task.signals.event.connect(lambda event: self._on_event(event, task))
         task.signals.done.connect(lambda outcome: self._finished(task, outcome, on_done))
-        task.exclusive = exclusive
         self.jobs.add(task)
         if exclusive:
             self._set_jobs_enabled(False)
-        self.progress.setValue(0)
+        bar, label = self._view(section)
+        if bar is not None:
+            bar.setRange(0, 100)
+            bar.setValue(0)
         self.cancel_button.setEnabled(True)
-        self.status.setText(description + "...")
+        label.setText(description + "...")
         QgsApplication.taskManager().addTask(task)
         return task
 
-    def _on_event(self, event: dict) -> None:
+    def _on_event(self, event: dict, task: EngineJob | None = None) -> None:
+        section = getattr(task, "section", "annotate")
+        bar, label = self._view(section)
         if event.get("event") == "progress" and event.get("total"):
-            self.progress.setRange(0, 100)
-            self.progress.setValue(int(100 * event["done"] / event["total"]))
-            self.status.setText(f"{event['stage']}: {event['done']} / {event['total']}")
+            if bar is not None:
+                bar.setRange(0, 100)
+                bar.setValue(int(100 * event["done"] / event["total"]))
+            label.setText(f"{event['stage']}: {event['done']} / {event['total']}")
         elif event.get("event") == "progress":  # a stage of unknown length
-            self.progress.setRange(0, 0)  # busy
-            self.status.setText(f"{event['stage']}...")
+            if bar is not None:
+                bar.setRange(0, 0)  # busy
+            label.setText(f"{event['stage']}...")
         elif event.get("event") == "log" and "epoch_metrics" in event:
-            self.train_status.setText(event["message"])
+            label.setText(event["message"])
         elif event.get("event") == "log" and event.get("level") == "warning":
-            self.warn(event["message"])
+            self.warn(event["message"], section)
 
-    def warn(self, message: str) -> None:
-        """An engine warning: in the panel and QGIS's message bar (it fades)."""
-        self.status.setText(tr("Warning: ") + message)
+    def warn(self, message: str, section: str = "annotate") -> None:
+        """An engine warning: in its section and QGIS's message bar (it fades)."""
+        self._view(section)[1].setText(tr("Warning: ") + message)
         self.iface.messageBar().pushMessage("TileLabel", message, level=Qgis.Warning,
                                             duration=15)
 
@@ -303,18 +317,23 @@ class TileLabelDock(QDockWidget):
 
     def _finished(self, task: EngineJob, outcome: JobOutcome, on_done) -> None:
         self.jobs.discard(task)
-        self.progress.setRange(0, 100)  # no longer busy
+        section = getattr(task, "section", "annotate")
+        bar, label = self._view(section)
+        if bar is not None:
+            bar.setRange(0, 100)  # no longer busy
+            bar.setValue(100)
         self.cancel_button.setEnabled(bool(self.jobs))
         if not any(getattr(j, "exclusive", False) for j in self.jobs):
             self._set_jobs_enabled(True)
         self._set_review_enabled(True)
         self.last_outcome = outcome
         if outcome.cancelled:
-            self.status.setText(tr("Cancelled; the store keeps every tile written before."))
+            label.setText(tr("Cancelled; the store keeps every tile written before.")
+                          if section == "annotate" else tr("Cancelled; nothing was changed."))
             self._show_partial(task)
             return
         if outcome.error:
-            self._error(outcome.error)
+            self._error(outcome.error, section)
             if getattr(task, "needs_training", False) and LIGHT_ENGINE_REFUSAL in outcome.error:
                 self.offer_training_install()
             return
@@ -440,12 +459,12 @@ class TileLabelDock(QDockWidget):
     def step_review(self, direction: int) -> None:
         """Select and zoom to the next (or previous) tile of the review queue."""
         if not self.store_path or self.tiles_layer is None or not self._layer_alive():
-            self._error(tr("Annotate or open a TileLabel store first."))
+            self._error(tr("Annotate or open a TileLabel store first."), "review")
             return
         if direction > 0 or not self._review_history:
             queue = [t for t in review_order(self.store_path) if t not in self._review_history]
             if not queue:
-                self.status.setText(tr("Every tile is reviewed."))
+                self.review_status.setText(tr("Every tile is reviewed."))
                 return
             self._review_history.append(queue[0])
             tile = queue[0]
@@ -508,13 +527,13 @@ class TileLabelDock(QDockWidget):
     def _correct(self, what: list[str], description: str, needs_selection: bool = True) -> None:
         ids = self.selected_tile_ids() if needs_selection else []
         if (needs_selection and not ids) or not self.store_path:
-            self._error(tr("Select tiles of a TileLabel store first."))
+            self._error(tr("Select tiles of a TileLabel store first."), "review")
             return
         job = ["correct", self.store_path, *[a for t in ids for a in ("--tile", t)], *what]
         # One correction at a time, so they reach the store in the order they were made.
         self._set_review_enabled(False)
         if self._run(description, job, lambda result: self._corrected(result),
-                     exclusive=False) is None:
+                     exclusive=False, section="review") is None:
             self._set_review_enabled(True)
 
     def _set_review_enabled(self, enabled: bool) -> None:
@@ -526,14 +545,15 @@ class TileLabelDock(QDockWidget):
         self.tiles_layer.dataProvider().reloadData()  # the store is the truth: re-read it
         self.tiles_layer.selectByIds(selected)
         self.tiles_layer.triggerRepaint()
-        self.status.setText(tr("{} tile(s) {}.").format(len(result["tiles"]), result["action"]))
+        self.review_status.setText(tr("{} tile(s) {}.").format(len(result["tiles"]),
+                                                               result["action"]))
         self.show_selection()
         self.update_counts()
 
     # -- export and retrain ----------------------------------------------------------------
     def export(self, out: str | None = None, chips: str | None = None) -> None:
         if not self.store_path:
-            self._error(tr("Annotate or open a TileLabel store first."))
+            self._error(tr("Annotate or open a TileLabel store first."), "train")
             return
         if out is None:
             out, _ = QFileDialog.getSaveFileName(self, tr("Export labelled tiles"),
@@ -545,32 +565,35 @@ class TileLabelDock(QDockWidget):
                 chips = str(Path(out).with_suffix("")) + "_chips"
         if Path(out).resolve() == Path(self.store_path).resolve():
             self._error(tr("That file is the annotation store itself; choose another file "
-                           "for the export."))
+                           "for the export."), "train")
             return
         # the save dialog has asked before replacing a file; the engine never replaces the store
         job = ["export", self.store_path, "--out", out, "--overwrite"] + (
             ["--chips", chips] if chips else [])
-        self._run(tr("Exporting labelled tiles"), job, self._exported)
+        self._run(tr("Exporting labelled tiles"), job, self._exported, section="train")
 
     def _exported(self, result: dict) -> None:
-        self.status.setText(tr("Exported {} tiles to {}").format(result["tiles"], result["export"]))
-        self.iface.messageBar().pushMessage("TileLabel", self.status.text(), level=Qgis.Success,
+        self.train_status.setText(tr("Exported {} tiles to {}").format(result["tiles"],
+                                                                       result["export"]))
+        self.iface.messageBar().pushMessage("TileLabel", self.train_status.text(),
+                                            level=Qgis.Success,
                                             duration=5)
 
     def retrain(self) -> None:
         if not self.store_path:
-            self._error(tr("Annotate or open a TileLabel store first."))
+            self._error(tr("Annotate or open a TileLabel store first."), "train")
             return
         parent = self.model_combo.currentData() or latest_model(self.store_path)
         if not parent:
-            self._error(tr("Choose a model directory to fine-tune (TileLabel settings)."))
+            self._error(tr("Choose a model directory to fine-tune (TileLabel settings)."),
+                        "train")
             return
         reviewed = status_counts(self.store_path)
         reviewed = reviewed["corrected"] + reviewed["verified"]
         if reviewed < FEW_REVIEWED:
             self.warn(tr("Only {} reviewed tiles to learn from: the new version will hardly "
                          "change, and its validation figures rest on a handful of tiles. "
-                         "Review more tiles for a real gain.").format(reviewed))
+                         "Review more tiles for a real gain.").format(reviewed), "train")
         self._parent_model = parent
         stamp = time.strftime('%Y%m%d-%H%M%S')
         out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{stamp}"
@@ -578,7 +601,7 @@ class TileLabelDock(QDockWidget):
                "--out", str(out), "--epochs", str(self.epochs_spin.value()),
                "--device", self.settings.device, "--batch-size", str(self.settings.batch_size),
                "--allow-no-val"]
-        task = self._run(tr("Retraining"), job, self._retrained)
+        task = self._run(tr("Retraining"), job, self._retrained, section="train")
         if task is not None:
             task.needs_training = True  # a light engine refuses: offer the full install
 

@@ -36,3 +36,6 @@ class ReviewSection(QGroupBox):
         layout.addWidget(self.tile_info)
         layout.addWidget(self.label_list)
         layout.addLayout(row)
+        self.review_status = QLabel("")  # what the last correction did, or why it could not
+        self.review_status.setWordWrap(True)
+        layout.addWidget(self.review_status)

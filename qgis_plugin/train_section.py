@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from qgis.PyQt.QtWidgets import (QCheckBox, QFormLayout, QGroupBox, QHBoxLayout, QLabel,
-                                 QPushButton, QSpinBox)
+                                 QProgressBar, QPushButton, QSpinBox)
 
 from .i18n import tr
 
@@ -23,6 +23,9 @@ class TrainSection(QGroupBox):
         form.addRow(tr("Epochs"), self.epochs_spin)
         self.retrain_button = QPushButton(tr("Retrain on reviewed tiles"))
         form.addRow(self.retrain_button)
+        self.train_progress = QProgressBar()  # export and retrain report here
+        self.train_progress.setRange(0, 100)
+        form.addRow(self.train_progress)
         self.train_status = QLabel("")
         self.train_status.setWordWrap(True)
         form.addRow(self.train_status)

@@ -404,6 +404,10 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     exported = QgsVectorLayer(f"{tmp_path / 'export.gpkg'}|layername=labelled_tiles", "e", "ogr")
     assert exported.featureCount() == 16
     del exported
+    # each job reports in its own section: the annotate section keeps its own result
+    assert "Exported 16 tiles" in dock.train_status.text()
+    assert "Annotated 16 tiles" in dock.status.text()
+    assert "16 tile(s) verified" in dock.review_status.text()
 
     dock.epochs_spin.setValue(1)
     dock.last_outcome = None
@@ -412,6 +416,8 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     assert dock.last_outcome.error is None, dock.last_outcome.error
     new_model = dock.last_outcome.result["model"]
     assert dock.model_combo.currentData() == new_model
+    assert "New model" in dock.train_status.text() and dock.train_progress.value() == 100
+    assert "Annotated 16 tiles" in dock.status.text()
     spec = json.loads(open(f"{new_model}/model.json").read())
     assert spec["parent"] == json.loads((DEFAULT_MODEL / "model.json").read_text())["model_id"]
     assert _annotate(dock, qtbot, sample_layer, tmp_path / "again.gpkg").error is None
