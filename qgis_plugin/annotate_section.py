@@ -3,10 +3,11 @@
 Widgets and what they say about the job to run; the dock starts the job."""
 from __future__ import annotations
 
-from qgis.core import QgsCoordinateReferenceSystem, QgsMapLayerProxyModel, QgsRectangle
-from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent
+from qgis.core import (QgsCoordinateReferenceSystem, QgsGeometry, QgsMapLayerProxyModel,
+                       QgsRectangle, QgsWkbTypes)
+from qgis.gui import QgsFileWidget, QgsMapLayerComboBox, QgsMapToolExtent, QgsRubberBand
 from qgis.PyQt.QtCore import QRegularExpression
-from qgis.PyQt.QtGui import QRegularExpressionValidator
+from qgis.PyQt.QtGui import QColor, QRegularExpressionValidator
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QGroupBox, QHBoxLayout,
                                  QLabel, QLineEdit, QProgressBar, QPushButton)
 
@@ -31,6 +32,8 @@ class AnnotateSection(QGroupBox):
         form.addRow(tr("Model"), self.model_combo)
         self.extent_combo = QComboBox()
         self.extent_combo.addItems([EXTENT_CANVAS, EXTENT_DRAWN, EXTENT_POLYGONS])
+        self.extent_band: QgsRubberBand | None = None
+        self.extent_combo.currentTextChanged.connect(self._show_drawn_extent)
         self.draw_button = QPushButton(tr("Draw"))
         self.draw_button.clicked.connect(self.start_drawing)
         row = QHBoxLayout()
@@ -83,6 +86,24 @@ class AnnotateSection(QGroupBox):
         canvas.unsetMapTool(self._extent_tool)
         if self._previous_tool is not None:  # give the analyst their tool back
             canvas.setMapTool(self._previous_tool)
+        self._show_drawn_extent()
+
+    def _show_drawn_extent(self, *_args) -> None:
+        """The drawn rectangle stays on the map (an outline) while it is the extent."""
+        if self.extent_band is None:
+            self.extent_band = QgsRubberBand(self.iface.mapCanvas(), QgsWkbTypes.PolygonGeometry)
+            self.extent_band.setStrokeColor(QColor(0, 120, 255))
+            self.extent_band.setFillColor(QColor(0, 0, 0, 0))
+            self.extent_band.setWidth(2)
+        drawn = self.extent_combo.currentText() == EXTENT_DRAWN and self.drawn_extent
+        if drawn:
+            self.extent_band.setToGeometry(QgsGeometry.fromRect(self.drawn_extent), None)
+        self.extent_band.setVisible(bool(drawn))
+
+    def remove_drawn_extent(self) -> None:
+        if self.extent_band is not None:
+            self.iface.mapCanvas().scene().removeItem(self.extent_band)
+            self.extent_band = None
 
     def current_extent(self) -> tuple[QgsRectangle, QgsCoordinateReferenceSystem] | None:
         canvas = self.iface.mapCanvas()

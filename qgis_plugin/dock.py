@@ -115,7 +115,9 @@ class TileLabelDock(QDockWidget):
         return self.annotate_section.current_extent()
 
     def disconnect_project(self) -> None:
-        """Called by the plugin's unload: stop listening to the project."""
+        """Called by the plugin's unload: stop listening to the project, take the drawn
+        extent off the map."""
+        self.annotate_section.remove_drawn_extent()
         project = QgsProject.instance()
         for signal, slot in ((project.readProject, self._project_read),
                              (project.layersWillBeRemoved, self._layers_removed),

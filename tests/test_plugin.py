@@ -184,6 +184,23 @@ def test_a_stage_of_unknown_length_shows_as_busy_then_the_tile_count(dock):
     assert dock.status.text() == "predict: 4 / 16"
 
 
+def test_a_drawn_extent_stays_on_the_map_while_it_is_the_extent(dock, qgis_iface):
+    from qgis.core import QgsRectangle
+
+    rect = QgsRectangle(10, 20, 110, 90)
+    dock.annotate_section.start_drawing()
+    dock.annotate_section._extent_drawn(rect)  # what the map tool emits on release
+    band = dock.annotate_section.extent_band
+    assert band.isVisible() and band.asGeometry().boundingBox() == rect
+    assert qgis_iface.mapCanvas().mapTool() is not dock.annotate_section._extent_tool
+    dock.extent_combo.setCurrentText("Map canvas extent")
+    assert not band.isVisible()
+    dock.extent_combo.setCurrentText("Drawn rectangle")
+    assert band.isVisible()
+    dock.disconnect_project()
+    assert dock.annotate_section.extent_band is None
+
+
 def test_engine_warnings_reach_the_panel_and_the_message_bar(tmp_path, qtbot, qgis_iface,
                                                             qgis_new_project, dock):
     import rasterio
