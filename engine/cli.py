@@ -187,12 +187,14 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     init_from = Path(args.init_from) if args.init_from else None
     check_output_dir(Path(args.out), init_from, args.resume, args.overwrite)  # before any work
     bands = read_spec(init_from).bands if init_from else None
+    reporter.stage("reading the training data")
     datasets = [open_dataset(spec, bands=bands) for spec in args.dataset]
     for d in datasets:
         for warning in d.warnings:
             reporter.log(f"{d!r}: {warning}", "warning")
     cfg = make_config(load_recipe(Path(args.recipe)) if args.recipe else {},
                       _train_overrides(args))
+    reporter.stage("loading the model")
     result = Trainer(cfg, datasets, Path(args.out), reporter, init_from, args.resume,
                      args.overwrite).run()
     if result:

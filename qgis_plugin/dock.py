@@ -23,7 +23,7 @@ from qgis.PyQt.QtWidgets import (QDockWidget, QFileDialog, QHBoxLayout, QLabel,
 from .annotate_section import AnnotateSection
 from .engine_job import EngineJob, JobOutcome
 from .i18n import tr
-from .layers import add_annotation_layers
+from .layers import add_annotation_layers, show_attention
 from .review_queue import review_order, status_counts
 from .project_link import open_store_layer, remember_store, remembered_store
 from .store_reader import (label_columns, latest_model, model_thresholds, split_labels,
@@ -90,6 +90,7 @@ class TileLabelDock(QDockWidget):
         self.annotate_button.clicked.connect(self.annotate)
         self.cancel_button.clicked.connect(self.cancel)
         self.label_list.itemChanged.connect(self._label_toggled)
+        self.label_list.currentItemChanged.connect(self._label_picked)
         self.verify_button.clicked.connect(self.mark_verified)
         self.undo_button.clicked.connect(self.undo)
         self.open_store_button.clicked.connect(lambda: self.open_store())
@@ -505,6 +506,11 @@ class TileLabelDock(QDockWidget):
             self.counts.setText(tr("{} predicted, {} corrected, {} verified").format(
                 c["predicted"], c["corrected"], c["verified"]))
 
+    def _label_picked(self, item: QListWidgetItem | None, _previous=None) -> None:
+        """The label the analyst is looking at: its attention overlay on, the others off."""
+        if item is not None and self.store_path:
+            show_attention(Path(self.store_path).stem, item.data(Qt.UserRole))
+
     def checked_labels(self) -> list[str]:
         return [self.label_list.item(i).data(Qt.UserRole) for i in range(self.label_list.count())
                 if self.label_list.item(i).checkState() == Qt.Checked]
@@ -592,10 +598,13 @@ class TileLabelDock(QDockWidget):
             return
         reviewed = status_counts(self.store_path)
         reviewed = reviewed["corrected"] + reviewed["verified"]
+        self._few_reviewed = ""
         if reviewed < FEW_REVIEWED:
-            self.warn(tr("Only {} reviewed tiles to learn from: the new version will hardly "
-                         "change, and its validation figures rest on a handful of tiles. "
-                         "Review more tiles for a real gain.").format(reviewed), "train")
+            self._few_reviewed = tr("Only {} reviewed tiles to learn from: the new version will "
+                                    "hardly change, and its validation figures rest on a "
+                                    "handful of tiles. Review more tiles for a real gain."
+                                    ).format(reviewed)
+            self.warn(self._few_reviewed, "train")
         self._parent_model = parent
         stamp = time.strftime('%Y%m%d-%H%M%S')
         out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{stamp}"
@@ -627,5 +636,6 @@ class TileLabelDock(QDockWidget):
                              "parent's own validation data)").format(
             before["mAP_macro"], before["OF1"], before["CF1"]) if before else "")
         self.train_status.setText(tr("New model {} ({}), from {}{}").format(
-            result["model_id"], figures, result.get("parent"), parent_figures))
+            result["model_id"], figures, result.get("parent"), parent_figures)
+            + (" " + self._few_reviewed if getattr(self, "_few_reviewed", "") else ""))
         self.refresh_models(select=result["model"])

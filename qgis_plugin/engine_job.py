@@ -87,6 +87,7 @@ def _consume(proc: subprocess.Popen, outcome: JobOutcome,
         elif event.get("event") == "log":
             outcome.logs.append(event)
         on_event(event)
+    proc.stdout.close()
     try:
         proc.wait(timeout=120)
     except subprocess.TimeoutExpired:

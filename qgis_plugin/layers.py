@@ -18,7 +18,6 @@ from .store_reader import label_columns, read_store
 _literal = QgsExpression.quotedString
 _column = QgsExpression.quotedColumnRef
 
-ATTENTION_SHOWN = 1  # attention layers visible at first: the most frequent top label
 GROUP_PREFIX = "TileLabel: "
 
 
@@ -181,23 +180,30 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
         group.removeChildNode(old)
     if attention and Path(attention).is_file():
         sub = group.addGroup(f"attention ({Path(attention).stem})")
-        top = _frequent_top_labels(store, ATTENTION_SHOWN)
         for band, label in enumerate(labels, start=1):
             layer = QgsRasterLayer(attention, f"attention: {label}")
             style_attention(layer, band, label, label_colour(band - 1, len(labels)))
             project.addMapLayer(layer, False)
             node = sub.addLayer(layer)
-            node.setItemVisibilityChecked(label in top)
+            node.setItemVisibilityChecked(False)  # shown when the analyst picks its label
             rasters.append(layer)
         sub.setExpanded(False)
     return tiles, rasters
 
 
-def _frequent_top_labels(store: str, n: int) -> list[str]:
-    with read_store(store) as conn:
-        rows = conn.execute("SELECT top_label, COUNT(*) c FROM tiles GROUP BY top_label "
-                            "ORDER BY c DESC LIMIT ?", (n,)).fetchall()
-    return [r[0] for r in rows]
+def show_attention(name: str, label: str | None, project: QgsProject | None = None) -> bool:
+    """Switch on the attention overlay of ``label`` in the 'TileLabel: name' group and
+    every other overlay off (``None``: all off). False when the group has no overlay
+    for that label."""
+    group = find_group(name, project)
+    shown = False
+    for sub in ([g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
+                 and g.name().startswith("attention")] if group else []):
+        for node in sub.findLayers():
+            match = label is not None and node.layer().name() == f"attention: {label}"
+            node.setItemVisibilityChecked(match)
+            shown = shown or match
+    return shown
 
 
 def find_group(name: str, project: QgsProject | None = None) -> QgsLayerTreeGroup | None:

@@ -98,7 +98,15 @@ class AnnotateRaster(_Algorithm):
 
     def shortHelpString(self) -> str:  # noqa: N802
         return ("Cut the raster into model tiles, predict every label per tile, and write a "
-                "TileLabel store (GeoPackage) plus a per-label attention GeoTIFF.")
+                "TileLabel store (GeoPackage) plus a per-label attention GeoTIFF.<br><br>"
+                "<b>Bands</b>: the raster's band numbers that feed the model's bands, in the "
+                "model's order (red, green, blue for the RGB models), e.g. 3,2,1 for a "
+                "blue-green-red file; empty: matched by the bands' names.<br>"
+                "<b>Allow a resolution far from the model's</b>: annotate even when the "
+                "raster's pixel size is far from the one the model was trained at (the "
+                "labels are then less reliable).<br>"
+                "<b>Annotation store</b>: empty: &lt;raster&gt;_tilelabel.gpkg beside the "
+                "raster; an existing store is updated.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("RASTER", "Raster"))
@@ -109,13 +117,12 @@ class AnnotateRaster(_Algorithm):
             "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
         self.addParameter(QgsProcessingParameterString(
-            "BANDS", "Bands in the model's order, e.g. 3,2,1 (default: by band name)",
-            optional=True))
+            "BANDS", "Bands, e.g. 3,2,1 (see help)", optional=True))
         self.addParameter(QgsProcessingParameterBoolean(
-            "ALLOW_GSD_MISMATCH", "Annotate even when the raster's resolution is far from "
-            "the model's", defaultValue=False))
+            "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
+            defaultValue=False))
         self.addParameter(QgsProcessingParameterFileDestination(
-            "STORE", "Annotation store (default: <raster>_tilelabel.gpkg beside the raster)",
+            "STORE", "Annotation store (empty: beside the raster)",
             "GeoPackage (*.gpkg)", optional=True, createByDefault=False))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802

@@ -98,7 +98,12 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     assert len(attention) == 1
     nodes = attention[0].findLayers()
     assert len(nodes) == 17 and all(n.layer().isValid() for n in nodes)
-    assert sum(n.isVisible() for n in nodes) == 1  # at most one overlay on at first
+    assert sum(n.isVisible() for n in nodes) == 0  # the imagery stays clear at first
+    tiles.selectByIds([next(tiles.getFeatures()).id()])
+    dock.label_list.setCurrentItem(_row(dock, "water"))  # the label the analyst looks at
+    assert [n.layer().name() for n in nodes if n.isVisible()] == ["attention: water"]
+    dock.label_list.setCurrentItem(_row(dock, "trees"))
+    assert [n.layer().name() for n in nodes if n.isVisible()] == ["attention: trees"]
     # every overlay is see-through: clear where attention is low, half the imagery still
     # showing where it is highest
     for node in nodes:

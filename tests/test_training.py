@@ -89,8 +89,11 @@ def test_fine_tuning_needs_the_same_label_vocabulary(trained, tmp_path, run_cli)
 
 def test_fine_tuning_records_its_parent(trained, tmp_path, run_cli):
     res = run_cli("train", "--dataset", UCM, "--out", tmp_path / "ft", "--init-from", trained,
-                  "--epochs", "1", *FAST[2:])
+                  "--epochs", "1", *FAST[2:], "--json-progress")
     assert res.code == 0, res.err
+    stages = list(dict.fromkeys(e["stage"] for e in _events(res.out) if e["event"] == "progress"))
+    assert stages == ["reading the training data", "loading the model", "train",
+                      "calibrating the thresholds", "saving the model"]  # what the panel shows
     spec = json.loads((tmp_path / "ft" / "model.json").read_text())
     parent = json.loads((trained / "model.json").read_text())
     assert spec["parent"] == parent["model_id"] and spec["tile_px"] == 128

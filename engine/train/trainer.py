@@ -331,6 +331,8 @@ class Trainer:
         model.load_state_dict(best)
         if hasattr(model, "end_schedule"):
             model.end_schedule()
+        if main:
+            self.reporter.stage("calibrating the thresholds")
         self._calibrate(net, val_view, state)  # every rank: validation gathers across ranks
         result = self._finish(model, state) if main else {}
         shutdown(self.ctx)
@@ -418,6 +420,7 @@ class Trainer:
             "world_size": self.ctx.world_size}
         if self.spec.label_embeddings is None:
             self.spec.label_embeddings = self._label_embeddings(self.spec.labels)
+        self.reporter.stage("saving the model")
         staged = staging_dir(self.out)
         save_model(model, self.spec, staged)
         publish(staged, self.out)
