@@ -59,20 +59,44 @@ def _bands(text: str | None) -> list[int] | None:
 
 def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.infer.annotate import AnnotateOptions, run_annotate
+    from engine.infer.raster_inputs import expand_inputs
+    from engine.models.spec import read_spec
 
+    multires = read_spec(Path(args.model)).arch_config.get("band_groups") is not None
+    rasters = expand_inputs(args.raster, band_folders=multires)
     opts = AnnotateOptions(
-        raster=args.raster, store=Path(args.out), model_dir=Path(args.model),
+        raster=rasters[0], store=Path(args.out), model_dir=Path(args.model),
         extent=_extent(args.extent) if args.extent else None, extent_crs=args.extent_crs,
         overlap=args.overlap, batch_size=args.batch_size, device=args.device,
         attention_dir=Path(args.attention_dir) if args.attention_dir else None,
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
         workers=args.workers, runtime=args.runtime, threads=args.threads)
+    if len(rasters) > 1 or args.store_crs:
+        return _annotate_many(rasters, opts, args.store_crs, reporter)
     result = run_annotate(opts, reporter)
     reporter.result(result)
     if not reporter.json_lines:
         print(_annotate_summary(result))
     return 0
+
+
+SOME_RASTERS_FAILED = 3  # exit code: the other rasters are in the store
+
+
+def _annotate_many(rasters: list[str], opts, store_crs: str | None, reporter: Reporter) -> int:
+    from engine.infer.annotate_many import run_annotate_many
+
+    result = run_annotate_many(rasters, opts, reporter, store_crs)
+    reporter.result(result)
+    if not reporter.json_lines:
+        for r in result["rasters"]:
+            print(f"  {r['outcome']:>11}  {r['tiles_written']:6d} tiles  {r['raster']}"
+                  + (f"  ({r['message']})" if r["message"] else ""))
+        print(f"annotated {result['tiles_written']} tiles of {len(result['rasters'])} rasters "
+              f"in {result['seconds']} s into {result['store']} (CRS {result['crs']}); "
+              f"{result['failed']} failed")
+    return SOME_RASTERS_FAILED if result["failed"] else 0
 
 
 def _annotate_summary(r: dict) -> str:
@@ -301,10 +325,17 @@ def build_parser() -> argparse.ArgumentParser:
     a = sub.add_parser("annotate", help="label every tile of a raster extent into a GeoPackage store",
                        description="Cut RASTER into model tiles (in ground units), predict "
                        "every label per tile, and write the tiles to a GeoPackage store plus a "
-                       "per-label attention GeoTIFF beside it.")
-    a.add_argument("raster", help="any GDAL raster (GeoTIFF, COG, JP2, VRT); for a multi-resolution "
-                   "model (kbranch) also a folder of Sentinel-2 band files at their native "
-                   "resolutions")
+                       "per-label attention GeoTIFF beside it. Several rasters go into one "
+                       "store (one run; a raster that fails is reported and skipped, exit code "
+                       "3; re-running skips the rasters already annotated by the model).")
+    a.add_argument("raster", nargs="+", help="any GDAL raster (GeoTIFF, COG, JP2, VRT); for a "
+                   "multi-resolution model (kbranch) also a folder of Sentinel-2 band files at "
+                   "their native resolutions. Several: list them, or give a folder of rasters, "
+                   "a glob ('tiles/*.tif'), a .txt file of paths or a STAC ItemCollection "
+                   ".json")
+    a.add_argument("--store-crs", help="with several rasters: the store's CRS, e.g. EPSG:32631 "
+                   "(default: an existing store's, else the first raster's); tiles of rasters "
+                   "in other CRSs are reprojected into it")
     a.add_argument("--out", required=True, help="annotation store (.gpkg), created or updated")
     a.add_argument("--model", default=str(DEFAULT_MODEL), help="model directory (default: %(default)s)")
     a.add_argument("--extent", nargs=4, metavar=("MINX", "MINY", "MAXX", "MAXY"),

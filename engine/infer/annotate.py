@@ -18,6 +18,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+from shapely.geometry import Polygon
+from rasterio.crs import CRS
 from rasterio.errors import RasterioError
 from rasterio.windows import Window, bounds as window_bounds
 
@@ -148,6 +150,22 @@ def tile_id(key: str, grid: TileGrid, tile: Tile) -> str:
             f"{tile.grid_i}:{tile.grid_j}")
 
 
+def reprojected_box(bounds: tuple[float, float, float, float], src: CRS, dst: CRS,
+                    points_per_side: int = 8) -> Polygon:
+    """A box of ``src`` as a polygon in ``dst``, its sides densified so that the curved
+    edges of the reprojection stay close."""
+    from rasterio.warp import transform
+
+    minx, miny, maxx, maxy = bounds
+    steps = np.linspace(0.0, 1.0, points_per_side, endpoint=False)
+    xs = np.concatenate([minx + (maxx - minx) * steps, np.full_like(steps, maxx),
+                         maxx - (maxx - minx) * steps, np.full_like(steps, minx)])
+    ys = np.concatenate([np.full_like(steps, miny), miny + (maxy - miny) * steps,
+                         np.full_like(steps, maxy), maxy - (maxy - miny) * steps])
+    tx, ty = transform(src, dst, xs.tolist(), ys.tolist())
+    return Polygon(zip(tx, ty))
+
+
 def attention_path(opts: AnnotateOptions, run_id: str) -> Path:
     folder = opts.attention_dir or opts.store.with_name(opts.store.stem + "_attention")
     return Path(folder) / f"{run_id}.tif"
@@ -252,9 +270,12 @@ def _reader(opts: AnnotateOptions, plan: AnnotatePlan) -> TileReader | GroupedTi
 
 def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
             store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
-            reporter: Reporter) -> bool:
-    """Predict and write every tile; True when an attention raster was written."""
+            reporter: Reporter, store_crs: CRS | None = None) -> bool:
+    """Predict and write every tile; True when an attention raster was written. With a
+    ``store_crs`` other than the raster's, each tile's polygon is reprojected into it."""
     info, grid, spec = plan.info, plan.grid, plan.spec
+    reproject = store_crs is not None and store_crs != info.crs
+    raster_crs = info.crs.to_string()
     key = raster_key(info.path)
     source = info.path if info.path.startswith("/vsi") else str(Path(info.path).resolve())
     reader = _reader(opts, plan)
@@ -275,10 +296,12 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
                 for row, k in enumerate(keep):
                     t = batch.tiles[k]
                     b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
+                    shape = reprojected_box(b, info.crs, store_crs) if reproject else None
                     records.append(TileRecord(
-                        tile_id(key, grid, t), b, source, (t.col, t.row, t.size_x, t.size_y),
-                        gsd, t.is_edge(info.width, info.height),
-                        float(batch.valid_fraction[k]), probs[row], labels[row]))
+                        tile_id(key, grid, t), shape.bounds if shape else b, source,
+                        (t.col, t.row, t.size_x, t.size_y), gsd,
+                        t.is_edge(info.width, info.height), float(batch.valid_fraction[k]),
+                        probs[row], labels[row], shape, raster_crs))
                 counters["written"] += store.write_tiles(records, spec.model_id, run_id)
                 if att is not None and opts.attention:
                     if writer is None:

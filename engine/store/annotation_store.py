@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rasterio.crs import CRS
-from shapely.geometry import box
+from shapely.geometry import Polygon, box
 
 from engine.errors import StoreError
 from engine.store import geopackage as gpkg
@@ -61,6 +61,8 @@ class TileRecord:
     valid_fraction: float
     probabilities: Sequence[float]
     predicted: Sequence[str]
+    footprint: Polygon | None = None  # the tile in the store's CRS when not a box there
+    raster_crs: str = ""              # the CRS of the raster the tile was cut from
 
 
 class AnnotationStore:
@@ -99,6 +101,7 @@ class AnnotationStore:
                              "choose another --out path so it is not modified")
         try:
             _migrate_corrections(conn)
+            _migrate_raster_crs(conn)
         except sqlite3.OperationalError as exc:
             conn.close()
             if "readonly" not in str(exc):
@@ -149,6 +152,13 @@ class AnnotationStore:
             raise StoreError(f"{self.path} holds tiles in another CRS (srs_id {self.srs_id}) "
                              f"than this raster ({crs.to_string()}); write to a new store")
 
+    def crs(self) -> CRS:
+        """The CRS the tiles' polygons are in."""
+        org, code, wkt = self.conn.execute(
+            "SELECT organization, organization_coordsys_id, definition FROM "
+            "gpkg_spatial_ref_sys WHERE srs_id=?", (self.srs_id,)).fetchone()
+        return CRS.from_epsg(code) if str(org).upper() == "EPSG" else CRS.from_wkt(wkt)
+
     def close(self) -> None:
         self.conn.close()
 
@@ -185,6 +195,27 @@ class AnnotationStore:
                               (now(), outcome, tiles_written, tiles_skipped, message,
                                json.dumps(outputs or {}, default=str), run_id))
 
+    def record_outputs(self, run_id: str, outputs: dict[str, Any]) -> None:
+        """Commit what a running job has finished so far (per-raster outcomes), so that a
+        job killed later still leaves them for a re-run to skip."""
+        with self.conn:
+            self.conn.execute("UPDATE runs SET outputs=? WHERE run_id=?",
+                              (json.dumps(outputs, default=str), run_id))
+
+    def completed_rasters(self, model_id: str) -> set[str]:
+        """Rasters some run annotated to the end with ``model_id`` (per-raster outcomes of
+        multi-raster runs, killed ones included: each outcome was committed when its
+        raster ended)."""
+        done: set[str] = set()
+        for (text,) in self.conn.execute("SELECT outputs FROM runs WHERE command='annotate'"):
+            try:
+                rasters = json.loads(text or "{}").get("rasters", [])
+            except (ValueError, AttributeError):
+                continue
+            done |= {r["raster"] for r in rasters if isinstance(r, dict)
+                     and r.get("outcome") == "completed" and r.get("model_id") == model_id}
+        return done
+
     def register_model(self, model_id: str, arch: str, path: str, metrics: dict[str, Any],
                        parent: str | None) -> None:
         with self.conn:
@@ -204,10 +235,11 @@ class AnnotationStore:
         p_cols = ", ".join(f'"{c}"' for c in self.columns)
         p_marks = ", ".join("?" for _ in self.columns)
         p_update = ", ".join(f'"{c}"=excluded."{c}"' for c in self.columns)
-        sql = (f"INSERT INTO tiles (geom, tile_id, raster, win_col, win_row, win_width, "
-               f"win_height, gsd_m, edge, valid_fraction, labels, n_labels, top_label, "
-               f"top_prob, {p_cols}, status, final_labels, model_id, run_id, created, updated)"
-               f" VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?, {p_marks}, 'predicted', ?,?,?,?,?) "
+        sql = (f"INSERT INTO tiles (geom, tile_id, raster, raster_crs, win_col, win_row, "
+               f"win_width, win_height, gsd_m, edge, valid_fraction, labels, n_labels, "
+               f"top_label, top_prob, {p_cols}, status, final_labels, model_id, run_id, "
+               f"created, updated) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?, {p_marks}, "
+               f"'predicted', ?,?,?,?,?) "
                f"ON CONFLICT(tile_id) DO UPDATE SET geom=excluded.geom, labels=excluded.labels,"
                f" n_labels=excluded.n_labels, top_label=excluded.top_label, top_prob="
                f"excluded.top_prob, {p_update}, valid_fraction=excluded.valid_fraction, "
@@ -216,7 +248,8 @@ class AnnotationStore:
                f"run_id=excluded.run_id, updated=excluded.updated")
         stamp, rows, records_bounds = now(), [], []
         for r in records:
-            records_bounds.append(tuple(r.bounds))
+            shape = r.footprint if r.footprint is not None else box(*r.bounds)
+            records_bounds.append(tuple(shape.bounds))
             probs = [float(p) for p in r.probabilities]
             if not all(math.isfinite(p) for p in probs):
                 raise StoreError(f"the model gave tile {r.tile_id} a probability that is not a "
@@ -224,8 +257,8 @@ class AnnotationStore:
                                  "weights or normalisation (model.json mean/std) are broken")
             top = max(range(len(probs)), key=probs.__getitem__)
             text = join_labels(r.predicted)
-            rows.append((gpkg.geometry_blob(box(*r.bounds), self.srs_id), r.tile_id, r.raster,
-                         *r.window, r.gsd_m, int(r.edge), r.valid_fraction, text,
+            rows.append((gpkg.geometry_blob(shape, self.srs_id), r.tile_id, r.raster,
+                         r.raster_crs, *r.window, r.gsd_m, int(r.edge), r.valid_fraction, text,
                          len(r.predicted), self.labels[top], probs[top], *probs, text,
                          model_id, run_id, stamp, stamp))
         with self.conn:
@@ -380,6 +413,13 @@ def _action_id() -> str:
     return uuid.uuid4().hex[:12]
 
 
+def _migrate_raster_crs(conn: sqlite3.Connection) -> None:
+    """Give a store written before multi-raster annotation its tiles' ``raster_crs``."""
+    if "raster_crs" not in {r[1] for r in conn.execute("PRAGMA table_info(tiles)")}:
+        with conn:
+            conn.execute("ALTER TABLE tiles ADD COLUMN raster_crs TEXT")
+
+
 def _migrate_corrections(conn: sqlite3.Connection) -> None:
     """Give a store written before structured undo its ``action_id``/``kind``/``undoes``
     columns; an old undo row (note 'undo') is linked to the row it cancelled."""
@@ -455,7 +495,8 @@ def _create_schema(conn: sqlite3.Connection, labels: Sequence[str], crs: CRS) ->
     srs_id = gpkg.register_srs(conn, crs)
     p_cols = ", ".join(f'"{c}" REAL' for c in label_columns(labels))
     gpkg.add_feature_table(conn, "tiles", (
-        "tile_id TEXT NOT NULL UNIQUE, raster TEXT NOT NULL, win_col INTEGER, win_row INTEGER,"
+        "tile_id TEXT NOT NULL UNIQUE, raster TEXT NOT NULL, raster_crs TEXT, win_col INTEGER,"
+        " win_row INTEGER,"
         " win_width INTEGER, win_height INTEGER, gsd_m REAL, edge INTEGER, valid_fraction REAL,"
         f" labels TEXT, n_labels INTEGER, top_label TEXT, top_prob REAL, {p_cols},"
         " status TEXT NOT NULL DEFAULT 'predicted', final_labels TEXT, model_id TEXT,"

@@ -1,0 +1,147 @@
+"""Many rasters into one store: real rasters in different CRSs, a bad raster among good
+ones, resume after a kill, and the ways of naming the rasters."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.warp import transform_bounds, transform_geom
+from shapely.geometry import mapping, shape
+
+from conftest import DATA, ROOT, SAMPLE
+from engine.infer.raster_inputs import expand_inputs
+from engine.store import geopackage as gpkg
+
+US = DATA / "usgs_hro_10325_excerpt.tif"       # EPSG:3857, 0.2 m
+COARSE = DATA / "landsat8_itaipu_excerpt.tif"  # 30 m: refused by the 0.3 m default model
+
+
+def _tiles(store) -> dict[str, tuple]:
+    """tile_id -> (raster, raster_crs, polygon, p_* values)."""
+    with sqlite3.connect(store) as conn:
+        cols = [r[0] for r in conn.execute("SELECT column_name FROM label_columns")]
+        rows = conn.execute(f"SELECT tile_id, raster, raster_crs, geom, {', '.join(cols)} "
+                            "FROM tiles").fetchall()
+    return {r[0]: (r[1], r[2], gpkg.read_geometry(r[3]), np.array(r[4:])) for r in rows}
+
+
+def _result(out: str) -> dict:
+    return [json.loads(l) for l in out.splitlines() if l.startswith("{")][-1]
+
+
+def test_rasters_in_two_crss_go_into_one_store_as_their_own_runs_would(tmp_path, run_cli):
+    res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "both.gpkg", "--json-progress")
+    assert res.code == 0, res.err
+    result = _result(res.out)
+    assert result["crs"] == "EPSG:28992" and [r["outcome"] for r in result["rasters"]] == [
+        "completed", "completed"]
+    both = _tiles(tmp_path / "both.gpkg")
+    for raster, crs in ((SAMPLE, "EPSG:28992"), (US, "EPSG:3857")):
+        single = tmp_path / f"{raster.stem}.gpkg"
+        assert run_cli("annotate", raster, "--out", single).code == 0
+        alone = _tiles(single)
+        assert alone and set(alone) <= set(both)
+        for tid, (_, raster_crs, _shape, probs) in alone.items():
+            assert both[tid][1] == raster_crs == crs  # the raster's CRS kept per tile
+            assert np.abs(both[tid][3] - probs).max() < 1e-5
+    # the US tiles' polygons are their raster-grid boxes reprojected into the store's CRS:
+    # taken back to the raster's CRS, they start at its corner and are 76.8 m squares
+    with rasterio.open(US) as src:
+        left, top = src.bounds.left, src.bounds.top
+    back = [transform_geom("EPSG:28992", "EPSG:3857", mapping(v[2]))
+            for v in both.values() if v[1] == "EPSG:3857"]
+    boxes = np.array([shape(g).bounds for g in back])
+    assert len(boxes) == 4
+    assert boxes[:, 0].min() == pytest.approx(left, abs=0.1)  # half a pixel
+    assert boxes[:, 3].max() == pytest.approx(top, abs=0.1)
+    sides = np.concatenate([boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]])
+    assert np.allclose(sides, sides[0], atol=0.1)  # all the same size: squares of the grid
+    for raster in result["rasters"]:
+        assert raster["attention"] and os.path.isfile(raster["attention"])  # one per raster
+
+
+def test_a_bad_raster_is_reported_and_the_others_are_annotated(tmp_path, run_cli):
+    broken = tmp_path / "broken.tif"
+    broken.write_bytes(b"not a GeoTIFF")
+    res = run_cli("annotate", SAMPLE, broken, COARSE, "--out", tmp_path / "s.gpkg",
+                  "--json-progress")
+    assert res.code == 3, res.err
+    outcomes = {os.path.basename(r["raster"]): r for r in _result(res.out)["rasters"]}
+    assert outcomes[SAMPLE.name]["outcome"] == "completed"
+    assert outcomes["broken.tif"]["outcome"] == "failed"
+    assert "coarser than the model" in outcomes[COARSE.name]["message"]
+    assert len(_tiles(tmp_path / "s.gpkg")) == outcomes[SAMPLE.name]["tiles_written"] > 0
+    with sqlite3.connect(tmp_path / "s.gpkg") as conn:
+        outcome, message = conn.execute("SELECT outcome, message FROM runs").fetchone()
+    assert outcome == "completed with failures" and "2 of 3 rasters failed" in message
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path, run_cli):
+    store = tmp_path / "r.gpkg"
+    args = [sys.executable, "-m", "engine.cli", "annotate", str(SAMPLE), str(US), "--out",
+            str(store), "--json-progress"]
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    for line in proc.stdout:  # stop it as soon as the second raster starts
+        if "annotating" in line and US.name in line:
+            proc.send_signal(signal.SIGTERM)
+            break
+    proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    first = _tiles(store)
+    assert {v[0] for v in first.values()} == {str(SAMPLE)}  # the first raster, whole
+    res = run_cli("annotate", SAMPLE, US, "--out", store, "--json-progress")
+    assert res.code == 0, res.err
+    assert [r["outcome"] for r in _result(res.out)["rasters"]] == ["skipped", "completed"]
+    straight = tmp_path / "straight.gpkg"
+    assert run_cli("annotate", SAMPLE, US, "--out", straight).code == 0
+    resumed, want = _tiles(store), _tiles(straight)
+    assert resumed.keys() == want.keys()  # every tile once
+    assert max(np.abs(resumed[t][3] - want[t][3]).max() for t in want) < 1e-5
+
+
+def test_a_store_crs_reprojects_every_raster(tmp_path, run_cli):
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "u.gpkg", "--store-crs", "EPSG:32631",
+                  "--json-progress")
+    assert res.code == 0, res.err
+    assert _result(res.out)["crs"] == "EPSG:32631"
+    with rasterio.open(SAMPLE) as src:
+        want = transform_bounds(src.crs, "EPSG:32631", *src.bounds)
+    shapes = [v[2] for v in _tiles(tmp_path / "u.gpkg").values()]
+    assert min(s.bounds[0] for s in shapes) == pytest.approx(want[0], abs=1.0)
+    res = run_cli("annotate", US, "--out", tmp_path / "u.gpkg", "--store-crs", "EPSG:4326")
+    assert res.code == 2 and "EPSG:32631" in res.err  # the store keeps its CRS
+
+
+def test_rasters_named_by_folder_glob_list_and_stac(tmp_path):
+    for name in ("b.tif", "a.tif", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    assert expand_inputs([str(tmp_path)], band_folders=False) == [
+        str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    assert expand_inputs([str(tmp_path / "*.tif")], band_folders=False) == [
+        str(tmp_path / "a.tif"), str(tmp_path / "b.tif")]
+    listing = tmp_path / "list.txt"
+    listing.write_text("# scenes\nb.tif\n/abs/c.tif\nb.tif\n")
+    assert expand_inputs([str(listing), str(tmp_path / "a.tif")], band_folders=False) == [
+        str(tmp_path / "b.tif"), "/abs/c.tif", str(tmp_path / "a.tif")]
+    stac = tmp_path / "items.json"
+    stac.write_text(json.dumps({"type": "FeatureCollection", "features": [
+        {"id": "x", "assets": {"visual": {"href": "x_rgb.tif"}, "B04": {"href": "x_b4.tif"}}},
+        {"id": "y", "assets": {"image": {"href": "y.tif", "type": "image/tiff"},
+                               "meta": {"href": "y.xml"}}}]}))
+    assert expand_inputs([str(stac)], band_folders=False) == [
+        str(tmp_path / "x_rgb.tif"), str(tmp_path / "y.tif")]
+    assert expand_inputs([str(tmp_path)], band_folders=True) == [str(tmp_path)]  # a band folder
+
+
+def test_a_pattern_matching_nothing_is_refused_with_exit_2(tmp_path, run_cli):
+    res = run_cli("annotate", str(tmp_path / "*.tif"), "--out", tmp_path / "x.gpkg")
+    assert res.code == 2 and "no file matches" in res.err
+    assert not (tmp_path / "x.gpkg").exists()
