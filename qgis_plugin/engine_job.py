@@ -97,7 +97,9 @@ def _consume(proc: subprocess.Popen, outcome: JobOutcome,
     last_error_line = _stderr_tail(proc)
     if outcome.cancelled and outcome.error and "interrupted" in outcome.error:
         outcome.error = None
-    if proc.returncode not in (0, 130) and not outcome.error and not outcome.cancelled:
+    # exit code 3 comes with a result: some of several rasters failed, the rest is done
+    if proc.returncode not in (0, 130) and outcome.result is None and not outcome.error \
+            and not outcome.cancelled:
         outcome.error = (f"the engine stopped unexpectedly (exit code {proc.returncode}): "
                          f"{last_error_line}")
 

@@ -14,6 +14,7 @@ from qgis.core import (QgsProcessing, QgsProcessingAlgorithm, QgsProcessingConte
                        QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFile, QgsProcessingParameterFileDestination,
                        QgsProcessingParameterFolderDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterCrs, QgsProcessingParameterMultipleLayers,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterString,
                        QgsProcessingProvider)
 from qgis.PyQt.QtGui import QIcon
@@ -154,6 +155,58 @@ class AnnotateRaster(_Algorithm):
                 "TILES": result.get("tiles_written")}
 
 
+class AnnotateRasters(_Algorithm):
+    name_, title = "annotate_many", "Annotate rasters into one store"
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return ("Annotate several rasters (a region's orthophotos, a year of scenes) into one "
+                "TileLabel store, in one job that loads the model once. A raster that cannot "
+                "be annotated is reported and skipped; the others go on. Running it again "
+                "skips the rasters the model already annotated (resume). Rasters in other "
+                "CRSs than the store's have their tiles reprojected into it.<br><br>"
+                "<b>Store CRS</b>: empty: an existing store's, else the first raster's.")
+
+    def initAlgorithm(self, config=None) -> None:  # noqa: N802
+        self.addParameter(QgsProcessingParameterMultipleLayers(
+            "RASTERS", "Rasters", QgsProcessing.TypeRaster))
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model directory", QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", "Bands, e.g. 3,2,1 (see the Annotate raster help)", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
+            defaultValue=False))
+        self.addParameter(QgsProcessingParameterCrs("STORE_CRS", "Store CRS", optional=True))
+        self.addParameter(QgsProcessingParameterFileDestination(
+            "STORE", "Annotation store", "GeoPackage (*.gpkg)"))
+
+    def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
+        layers = self.parameterAsLayerList(parameters, "RASTERS", context)
+        store = self.parameterAsFileOutput(parameters, "STORE", context)
+        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
+            PluginSettings.load())
+        job = ["annotate", *[layer.source() for layer in layers], "--out", store,
+               "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
+        if model:
+            job += ["--model", model]
+        if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
+            job.append("--allow-gsd-mismatch")
+        bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
+        if bands:
+            job += ["--bands", bands]
+        crs = self.parameterAsCrs(parameters, "STORE_CRS", context)
+        if crs.isValid():
+            job += ["--store-crs", crs.authid() or crs.toWkt()]
+        result = _run(job, feedback)
+        for raster in result.get("rasters", []):
+            if raster["outcome"] == "failed":
+                feedback.reportError(f"{raster['raster']}: {raster['message']}")
+        load_styled_tiles(store, context)
+        return {"STORE": store, "TILES": result.get("tiles_written"),
+                "FAILED": result.get("failed", 0)}
+
+
 class ExportLabelledTiles(_Algorithm):
     name_, title = "export", "Export labelled tiles"
 
@@ -230,5 +283,6 @@ class TileLabelProvider(QgsProcessingProvider):
         return QIcon(icon_path())
 
     def loadAlgorithms(self) -> None:  # noqa: N802
-        for algorithm in (AnnotateRaster(), ExportLabelledTiles(), RetrainModel()):
+        for algorithm in (AnnotateRaster(), AnnotateRasters(), ExportLabelledTiles(),
+                          RetrainModel()):
             self.addAlgorithm(algorithm)

@@ -44,7 +44,7 @@ def test_plugin_zip_installs_loads_and_unloads_cleanly(tmp_path, qgis_iface):
         assert QgsApplication.processingRegistry().providerById("tilelabel") is not None
         algorithms = {a.name() for a in QgsApplication.processingRegistry()
                       .providerById("tilelabel").algorithms()}
-        assert algorithms == {"annotate", "export", "retrain"}
+        assert algorithms == {"annotate", "annotate_many", "export", "retrain"}
         assert qgis.utils.unloadPlugin("tilelabel")
         assert QgsApplication.processingRegistry().providerById("tilelabel") is None
         assert plugin.actions == [] and plugin.dock is None
@@ -478,6 +478,25 @@ def test_processing_algorithms_run(tmp_path, provider):
     result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
                                                   "OUTPUT": str(model)})
     assert (model / "model.json").is_file() and result["MODEL_ID"]
+
+
+def test_processing_annotates_several_rasters_into_one_store(tmp_path, provider,
+                                                             qgis_new_project):
+    import processing
+
+    good = QgsRasterLayer(str(SAMPLE), "gorinchem")
+    us = QgsRasterLayer(str(DATA / "usgs_hro_10325_excerpt.tif"), "us")
+    coarse = QgsRasterLayer(str(DATA / "landsat8_itaipu_excerpt.tif"), "landsat")
+    store = tmp_path / "region.gpkg"
+    result = processing.runAndLoadResults("tilelabel:annotate_many", {
+        "RASTERS": [good, us, coarse], "STORE": str(store)})
+    assert result["TILES"] == 20 and result["FAILED"] == 1  # 16 + 4; the 30 m one refused
+    with sqlite3.connect(store) as conn:
+        crss = dict(conn.execute("SELECT raster_crs, COUNT(*) FROM tiles GROUP BY raster_crs"))
+    assert crss == {"EPSG:28992": 16, "EPSG:3857": 4}
+    layers = QgsProject.instance().mapLayersByName("region tiles")
+    assert len(layers) == 1 and layers[0].featureCount() == 20
+    QgsProject.instance().removeAllMapLayers()
 
 
 def test_processing_annotate_defaults_beside_the_raster_and_loads_styled_tiles(
