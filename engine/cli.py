@@ -71,9 +71,10 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
         attention_dir=Path(args.attention_dir) if args.attention_dir else None,
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
-        workers=args.workers, runtime=args.runtime, threads=args.threads)
-    if len(rasters) > 1 or args.store_crs:
-        return _annotate_many(rasters, opts, args.store_crs, reporter)
+        workers=args.workers, runtime=args.runtime, threads=args.threads,
+        block_tiles=args.cluster_block)
+    if len(rasters) > 1 or args.store_crs or args.cluster:
+        return _annotate_many(rasters, opts, args.store_crs, args.cluster, reporter)
     result = run_annotate(opts, reporter)
     reporter.result(result)
     if not reporter.json_lines:
@@ -84,10 +85,11 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
 SOME_RASTERS_FAILED = 3  # exit code: the other rasters are in the store
 
 
-def _annotate_many(rasters: list[str], opts, store_crs: str | None, reporter: Reporter) -> int:
+def _annotate_many(rasters: list[str], opts, store_crs: str | None, cluster: str | None,
+                   reporter: Reporter) -> int:
     from engine.infer.annotate_many import run_annotate_many
 
-    result = run_annotate_many(rasters, opts, reporter, store_crs)
+    result = run_annotate_many(rasters, opts, reporter, store_crs, cluster)
     reporter.result(result)
     if not reporter.json_lines:
         for r in result["rasters"]:
@@ -333,6 +335,12 @@ def build_parser() -> argparse.ArgumentParser:
                    "their native resolutions. Several: list them, or give a folder of rasters, "
                    "a glob ('tiles/*.tif'), a .txt file of paths or a STAC ItemCollection "
                    ".json")
+    a.add_argument("--cluster", help="read and predict on a Dask cluster: local:N (N worker "
+                   "processes on this machine) or a scheduler address (tcp://host:8786); the "
+                   "workers must see the rasters and the model at the same paths "
+                   "(docs/scaling.md)")
+    a.add_argument("--cluster-block", type=int, default=256, help="with --cluster: tiles "
+                   "per task (default %(default)s)")
     a.add_argument("--store-crs", help="with several rasters: the store's CRS, e.g. EPSG:32631 "
                    "(default: an existing store's, else the first raster's); tiles of rasters "
                    "in other CRSs are reprojected into it")

@@ -145,3 +145,78 @@ def test_a_pattern_matching_nothing_is_refused_with_exit_2(tmp_path, run_cli):
     res = run_cli("annotate", str(tmp_path / "*.tif"), "--out", tmp_path / "x.gpkg")
     assert res.code == 2 and "no file matches" in res.err
     assert not (tmp_path / "x.gpkg").exists()
+
+
+# -- on a Dask cluster ---------------------------------------------------------------------
+def _cluster(n: int = 2):
+    distributed = pytest.importorskip("dask.distributed")
+    import logging
+
+    return distributed.LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                    dashboard_address=None, silence_logs=logging.ERROR)
+
+
+def test_two_local_workers_give_the_sequential_store(tmp_path, run_cli):
+    res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "c.gpkg", "--cluster", "local:2",
+                  "--cluster-block", "3", "--overlap", "0.5", "--json-progress")
+    assert res.code == 0, res.err
+    assert run_cli("annotate", SAMPLE, US, "--out", tmp_path / "s.gpkg", "--overlap", "0.5").code == 0
+    clustered, sequential = _tiles(tmp_path / "c.gpkg"), _tiles(tmp_path / "s.gpkg")
+    assert clustered.keys() == sequential.keys() and len(clustered) > 40
+    assert max(np.abs(clustered[t][3] - sequential[t][3]).max() for t in sequential) < 1e-5
+    for raster in _result(res.out)["rasters"]:  # blocks arrive in any order: same raster
+        with rasterio.open(raster["attention"]) as got:
+            pass
+        assert got.count == 17
+
+
+def test_a_worker_killed_mid_run_has_its_tiles_recomputed_and_written_once(tmp_path):
+    import threading
+    import time
+
+    from engine.infer.annotate import AnnotateOptions
+    from engine.infer.annotate_many import run_annotate_many
+    from engine.progress import Reporter
+
+    cluster = _cluster(2)
+    store = tmp_path / "k.gpkg"
+    killed = []
+
+    def kill_a_worker_once_tiles_arrive() -> None:
+        while not killed:
+            time.sleep(0.05)
+            try:  # read-only: never create the store before the job does
+                with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as conn:
+                    n = conn.execute("SELECT COUNT(*) FROM tiles").fetchone()[0]
+            except sqlite3.Error:
+                continue
+            if n >= 4:
+                worker = next(iter(cluster.workers.values()))
+                os.kill(worker.process.process.pid, signal.SIGKILL)
+                killed.append(n)
+
+    killer = threading.Thread(target=kill_a_worker_once_tiles_arrive, daemon=True)
+    killer.start()
+    try:
+        opts = AnnotateOptions(raster=str(SAMPLE), store=store, overlap=0.75, block_tiles=2,
+                               attention=False)
+        result = run_annotate_many([str(SAMPLE)], opts, Reporter(json_lines=True,
+                                   stream=open(os.devnull, "w")), cluster=cluster.scheduler_address)
+    finally:
+        killed.append(-1)
+        cluster.close()
+    assert killed[0] > 0 and result["failed"] == 0  # a worker died while tiles were coming
+    with sqlite3.connect(store) as conn:
+        ids = [r[0] for r in conn.execute("SELECT tile_id FROM tiles")]
+    assert len(ids) == len(set(ids)) == result["tiles_written"] > 100  # every tile, once
+
+
+def test_without_a_cluster_nothing_of_dask_is_imported(tmp_path):
+    code = ("import sys; from engine.cli import main; "
+            f"rc = main(['annotate', {str(SAMPLE)!r}, {str(US)!r}, '--out', "
+            f"{str(tmp_path / 'n.gpkg')!r}]); "
+            "assert rc == 0 and not [m for m in sys.modules if m.startswith(('dask', "
+            "'distributed'))], rc")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -16,6 +16,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 from shapely.geometry import Polygon
@@ -68,6 +69,7 @@ class AnnotateOptions:
     prefetch: int = 4
     runtime: str = "auto"       # auto | torch | onnx (engine.infer.runtime)
     threads: int | None = None  # ONNX Runtime compute threads; None: one per CPU core
+    block_tiles: int = 256      # with a Dask cluster: tiles per task (engine/infer/cluster.py)
 
 
 @dataclass
@@ -232,8 +234,8 @@ def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, predictor: Til
     counters = {"written": 0, "skipped": 0}
     att_path = attention_path(opts, run_id)
     try:
-        wrote_attention = _stream(opts, plan, predictor, store, run_id, att_path, counters,
-                                  reporter)
+        wrote_attention = _stream(opts, plan, local_predictions(opts, plan, predictor), store,
+                                  run_id, att_path, counters, reporter)
     except (JobInterrupted, KeyboardInterrupt):
         store.finish_run(run_id, "interrupted", counters["written"], counters["skipped"],
                          "stopped by the user or a signal")
@@ -268,57 +270,86 @@ def _reader(opts: AnnotateOptions, plan: AnnotatePlan) -> TileReader | GroupedTi
                       spec.mean, spec.std, spec.tile_px)
 
 
-def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
+@dataclass
+class Prediction:
+    """The model's output for the tiles of one batch that hold data (``n_read``: the
+    tiles read for it, nodata ones included)."""
+
+    tiles: list[Tile]
+    valid_fraction: np.ndarray
+    probs: np.ndarray
+    labels: list[list[str]]
+    attention: np.ndarray | None
+    n_read: int
+
+
+def local_predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
+                      tiles: Iterable[Tile] | None = None) -> Iterator[Prediction]:
+    """Read ``tiles`` (default: the whole grid) in batches, threads reading ahead, and
+    predict the ones holding data, in grid order."""
+    reader = _reader(opts, plan)
+    try:
+        workers = opts.workers or (4 if predictor.device_type == "cuda" else 1)
+        for batch in prefetched_batches(reader, iter(plan.grid if tiles is None else tiles),
+                                        opts.batch_size, workers, opts.prefetch):
+            keep = np.nonzero(batch.valid_fraction > 0)[0]
+            probs, att, labels = np.zeros((0, len(plan.spec.labels)), np.float32), None, []
+            if len(keep):
+                probs, att = predictor(batch.take(keep))
+                labels = predictor.labels_of(probs)
+            yield Prediction([batch.tiles[k] for k in keep], batch.valid_fraction[keep], probs,
+                             labels, att, len(batch.tiles))
+    finally:
+        reader.close()
+
+
+def _stream(opts: AnnotateOptions, plan: AnnotatePlan, predictions: Iterator[Prediction],
             store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
             reporter: Reporter, store_crs: CRS | None = None) -> bool:
-    """Predict and write every tile; True when an attention raster was written. With a
-    ``store_crs`` other than the raster's, each tile's polygon is reprojected into it."""
+    """Write every prediction (in any order) to the store and the attention raster; True
+    when an attention raster was written. With a ``store_crs`` other than the raster's,
+    each tile's polygon is reprojected into it."""
     info, grid, spec = plan.info, plan.grid, plan.spec
     reproject = store_crs is not None and store_crs != info.crs
     raster_crs = info.crs.to_string()
     key = raster_key(info.path)
     source = info.path if info.path.startswith("/vsi") else str(Path(info.path).resolve())
-    reader = _reader(opts, plan)
     gsd = float(np.mean(info.ground_resolution_m()))
     writer: AttentionWriter | None = None
     done, total = 0, len(grid)
     reporter.progress("predict", 0, total)
     try:
-        workers = opts.workers or (4 if predictor.device_type == "cuda" else 1)
-        for batch in prefetched_batches(reader, iter(grid), opts.batch_size, workers,
-                                        opts.prefetch):
-            keep = np.nonzero(batch.valid_fraction > 0)[0]
-            counters["skipped"] += len(batch.tiles) - len(keep)
-            if len(keep):
-                probs, att = predictor(batch.take(keep))
-                labels = predictor.labels_of(probs)
-                records = []
-                for row, k in enumerate(keep):
-                    t = batch.tiles[k]
-                    b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
-                    shape = reprojected_box(b, info.crs, store_crs) if reproject else None
-                    records.append(TileRecord(
-                        tile_id(key, grid, t), shape.bounds if shape else b, source,
-                        (t.col, t.row, t.size_x, t.size_y), gsd,
-                        t.is_edge(info.width, info.height), float(batch.valid_fraction[k]),
-                        probs[row], labels[row], shape, raster_crs))
+        for p in predictions:
+            counters["skipped"] += p.n_read - len(p.tiles)
+            records = []
+            for row, t in enumerate(p.tiles):
+                b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
+                shape = reprojected_box(b, info.crs, store_crs) if reproject else None
+                records.append(TileRecord(
+                    tile_id(key, grid, t), shape.bounds if shape else b, source,
+                    (t.col, t.row, t.size_x, t.size_y), gsd, t.is_edge(info.width, info.height),
+                    float(p.valid_fraction[row]), p.probs[row], p.labels[row], shape,
+                    raster_crs))
+            if records:
                 counters["written"] += store.write_tiles(records, spec.model_id, run_id)
-                if att is not None and opts.attention:
-                    if writer is None:
-                        writer = _open_attention(att_path, info, grid, spec.labels,
-                                                 {"TILELABEL_RUN": run_id,
-                                                  "TILELABEL_MODEL": spec.model_id,
-                                                  "TILELABEL_STORE": str(opts.store)})
-                    for row, k in enumerate(keep):
-                        writer.write(batch.tiles[k], att[row])
-            done += len(batch.tiles)
+            if p.attention is not None and opts.attention and p.tiles:
+                if writer is None:
+                    writer = _open_attention(att_path, info, grid, spec.labels,
+                                             {"TILELABEL_RUN": run_id,
+                                              "TILELABEL_MODEL": spec.model_id,
+                                              "TILELABEL_STORE": str(opts.store)})
+                for row, t in enumerate(p.tiles):
+                    writer.write(t, p.attention[row])
+            done += p.n_read
             reporter.progress("predict", done, total)
     except BaseException:
         if writer is not None:
             writer.abandon()
         raise
     finally:
-        reader.close()
+        close = getattr(predictions, "close", None)
+        if close is not None:
+            close()  # a generator's reader threads stop at once
     if writer is not None:
         writer.close()  # checks the file: a failed write fails the run
     return writer is not None

@@ -23,7 +23,7 @@ from rasterio.errors import CRSError, RasterioError
 
 from engine.errors import JobInterrupted, TileLabelError
 from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _check_attention_dir, _stream,
-                                   plan_annotation)
+                                   local_predictions, plan_annotation)
 from engine.infer.runtime import open_predictor
 from engine.models.spec import read_spec
 from engine.progress import Reporter
@@ -75,9 +75,22 @@ def _plan_all(rasters: list[str], opts: AnnotateOptions, spec, reporter: Reporte
 
 
 def run_annotate_many(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
-                      store_crs: str | None = None) -> dict:
+                      store_crs: str | None = None, cluster: str | None = None) -> dict:
     """Annotate every raster of ``rasters`` into ``opts.store``; the job's result payload
-    (``failed`` counts the rasters that could not be annotated)."""
+    (``failed`` counts the rasters that could not be annotated). ``cluster``: the workers
+    of a Dask cluster read and predict (engine/infer/cluster.py)."""
+    if cluster is None:
+        return _run(rasters, opts, reporter, store_crs, None)
+    from engine.infer.cluster import cluster_client
+
+    with cluster_client(cluster) as client:
+        reporter.log(f"Dask cluster {cluster}: {len(client.scheduler_info()['workers'])} "
+                     "workers")
+        return _run(rasters, opts, reporter, store_crs, client)
+
+
+def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
+         store_crs: str | None, client) -> dict:
     t_start = time.perf_counter()
     if opts.extent is not None:
         raise TileLabelError("--extent applies to one raster; with several rasters, clip "
@@ -92,6 +105,7 @@ def run_annotate_many(rasters: list[str], opts: AnnotateOptions, reporter: Repor
     if opts.attention:
         _check_attention_dir(opts)
     reporter.stage("loading model")
+    # with a cluster too: its ONNX graph is made here, once, before the workers load it
     predictor = open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
     with StoreJobLock(opts.store):
         crs = _store_crs(opts.store, wanted_crs) or plans[0][1].info.crs
@@ -112,7 +126,7 @@ def run_annotate_many(rasters: list[str], opts: AnnotateOptions, reporter: Repor
             for index, (raster, plan) in enumerate(plans):
                 try:
                     outcome = _annotate_one(index, raster, plan, opts, predictor, store,
-                                            run_id, store_crs_now, done, reporter)
+                                            run_id, store_crs_now, done, reporter, client)
                 except (JobInterrupted, KeyboardInterrupt):
                     store.finish_run(run_id, "interrupted", sum(o.tiles_written for o in outcomes),
                                      0, "stopped by the user or a signal",
@@ -139,7 +153,7 @@ def _store_crs(store: Path, wanted: CRS | None) -> CRS | None:
 
 def _annotate_one(index: int, raster: str, plan: AnnotatePlan, opts: AnnotateOptions,
                   predictor, store: AnnotationStore, run_id: str, crs: CRS, done: set[str],
-                  reporter: Reporter) -> RasterOutcome:
+                  reporter: Reporter, client=None) -> RasterOutcome:
     key = source_key(raster)
     if key in done:
         reporter.log(f"{raster}: already annotated to the end by {plan.spec.model_id}; skipped")
@@ -150,14 +164,23 @@ def _annotate_one(index: int, raster: str, plan: AnnotatePlan, opts: AnnotateOpt
     counters = {"written": 0, "skipped": 0}
     reporter.log(f"annotating {raster} ({len(plan.grid)} tiles)")
     try:
-        wrote = _stream(replace(opts, raster=raster), plan, predictor, store, run_id, att_path,
-                        counters, reporter, store_crs=crs)
+        one = replace(opts, raster=raster)
+        wrote = _stream(one, plan, _predictions(one, plan, predictor, client), store, run_id,
+                        att_path, counters, reporter, store_crs=crs)
     except (TileLabelError, RasterioError, OSError) as exc:
         reporter.log(f"{raster}: failed: {exc}", "warning")
         return RasterOutcome(key, "failed", plan.spec.model_id, counters["written"],
                              counters["skipped"], message=str(exc))
     return RasterOutcome(key, "completed", plan.spec.model_id, counters["written"],
                          counters["skipped"], str(att_path.resolve()) if wrote else None)
+
+
+def _predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor, client):
+    if client is None:
+        return local_predictions(opts, plan, predictor)
+    from engine.infer.cluster import cluster_predictions
+
+    return cluster_predictions(client, opts, plan)
 
 
 def _finish(store: AnnotationStore, run_id: str, outcomes: list[RasterOutcome], spec,
