@@ -40,6 +40,7 @@ benchmarks: setup
 	$(PY) benchmarks/sentinel2_scene.py
 	$(PY) benchmarks/default_model_accuracy.py
 	$(PY) benchmarks/train_throughput.py
+	$(PY) benchmarks/annotate_cluster.py
 
 # The paper models trained on real data (about 1.5 hours on a 2-core CPU).
 model-benchmarks: setup
