@@ -13,7 +13,7 @@ from qgis.core import (QgsCategorizedSymbolRenderer, QgsColorRampShader, QgsExpr
                        QgsVectorLayerSimpleLabeling, QgsBilinearRasterResampler)
 from qgis.PyQt.QtGui import QColor
 
-from .store_reader import label_columns, read_store
+from .store_reader import label_columns
 
 _literal = QgsExpression.quotedString
 _column = QgsExpression.quotedColumnRef
