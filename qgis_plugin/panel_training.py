@@ -68,11 +68,11 @@ class PanelTraining:
         reviewed = reviewed["corrected"] + reviewed["verified"]
         self._few_reviewed = ""
         if reviewed < FEW_REVIEWED:
-            self._few_reviewed = tr("Only {} reviewed tiles to learn from: the new version will "
-                                    "hardly change, and its validation figures rest on a "
-                                    "handful of tiles. Review more tiles for a real gain."
+            self._few_reviewed = tr("Only {} reviewed tiles: review more for a real gain."
                                     ).format(reviewed)
-            self.warn(self._few_reviewed, "train")
+            self.warn(tr("Only {} reviewed tiles to learn from: the new version will hardly "
+                         "change, and its validation figures rest on a handful of tiles. "
+                         "Review more tiles for a real gain.").format(reviewed), "train")
         self._parent_model = parent
         stamp = time.strftime('%Y%m%d-%H%M%S')
         out = Path(self.store_path).parent / "models" / f"{Path(self.store_path).stem}-{stamp}"
@@ -97,13 +97,16 @@ class PanelTraining:
 
     def _retrained(self, result: dict) -> None:
         m = result.get("metrics") or {}
-        figures = (tr("val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f}").format(
-            m["mAP_macro"], m["OF1"], m["CF1"]) if m else tr("no validation tiles"))
+        figures = (tr("val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f} on {} tiles").format(
+            m["mAP_macro"], m["OF1"], m["CF1"], m.get("n_images", "?")) if m
+            else tr("no validation tiles"))
         before = _val_metrics(getattr(self, "_parent_model", None))
-        parent_figures = (tr("; its parent: val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f} (on the "
-                             "parent's own validation data)").format(
+        parent_figures = (tr("\nIts parent: val mAP {:.3f}, OF1 {:.3f}, CF1 {:.3f} (on its own "
+                             "validation data).").format(
             before["mAP_macro"], before["OF1"], before["CF1"]) if before else "")
-        self.train_status.setText(tr("New model {} ({}), from {}{}").format(
-            result["model_id"], figures, result.get("parent"), parent_figures)
-            + (" " + self._few_reviewed if getattr(self, "_few_reviewed", "") else ""))
+        note = getattr(self, "_few_reviewed", "")
+        self.train_status.setText(tr("New model: {}.{}").format(figures, parent_figures)
+                                  + ("\n" + note if note else ""))
+        self.train_status.setToolTip(tr("{} (from {})").format(result["model_id"],
+                                                                result.get("parent")))
         self.refresh_models(select=result["model"])

@@ -259,6 +259,9 @@ class Trainer:
             if main:
                 self.reporter.log(f"resuming after epoch {state['epoch'] + 1} from {ckpt}")
         steps_per_epoch = math.ceil(len(train_view) / (cfg.batch_size * self.ctx.world_size))
+        if main:  # the model and data are ready: the batches start
+            self.reporter.progress("train", (state["epoch"] + 1) * steps_per_epoch,
+                                   cfg.epochs * steps_per_epoch)
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             if state["stale"] >= cfg.patience:
                 break
