@@ -65,6 +65,9 @@ def test_rasters_in_two_crss_go_into_one_store_as_their_own_runs_would(tmp_path,
     assert np.allclose(sides, sides[0], atol=0.1)  # all the same size: squares of the grid
     for raster in result["rasters"]:
         assert raster["attention"] and os.path.isfile(raster["attention"])  # one per raster
+    events = [json.loads(l) for l in res.out.splitlines() if l.startswith("{")]
+    overall = [(e["done"], e["total"]) for e in events if e.get("stage") == "rasters"]
+    assert overall == [(1, 2), (2, 2)]  # progress per raster ("predict") and overall
 
 
 def test_a_bad_raster_is_reported_and_the_others_are_annotated(tmp_path, run_cli):

@@ -134,6 +134,7 @@ def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
                     raise
                 outcomes.append(outcome)
                 store.record_outputs(run_id, {"rasters": [asdict(o) for o in outcomes]})
+                reporter.progress("rasters", len(outcomes), len(rasters))  # overall
             return _finish(store, run_id, outcomes, spec, store_crs_now, t_start, predictor)
 
 
