@@ -17,7 +17,7 @@ def test_default_model_loads_with_its_labels_bands_and_resolution():
     assert spec.bands == ["red", "green", "blue"] and spec.gsd_m == 0.3
     assert len(spec.label_thresholds()) == 17
     out = model(torch.zeros(1, 3, 64, 64))
-    assert out.logits.shape == (1, 17) and out.attention.shape == (1, 17, 2, 2)
+    assert out.logits.shape == (1, 17) and out.attention.shape == (1, 17, 4, 4)  # stride 16
 
 
 def test_default_model_card_states_its_validation_accuracy():
