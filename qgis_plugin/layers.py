@@ -116,7 +116,9 @@ def _property(expression: str):
 
 # The overlay stays see-through: nothing below CLEAR_BELOW, at most MAX_ALPHA (of 255) at
 # full attention, so the imagery under a bright label (trees over a park) stays readable.
-CLEAR_BELOW, MID_ALPHA, MAX_ALPHA = 0.35, 60, 130
+# The paper models' maps (the default MS-CMA's) peak at 0.5-0.9 on present labels' objects
+# and stay under 0.2 elsewhere (engine/models/attention.py: one fixed [0, 1] scale).
+CLEAR_BELOW, MID, MID_ALPHA, MAX_ALPHA = 0.2, 0.5, 70, 130
 
 
 def style_attention(layer: QgsRasterLayer, band: int, label: str, colour: QColor) -> None:
@@ -130,7 +132,7 @@ def style_attention(layer: QgsRasterLayer, band: int, label: str, colour: QColor
     ramp.setColorRampItemList([
         QgsColorRampShader.ColorRampItem(0.0, clear, f"attention for {label}: low"),
         QgsColorRampShader.ColorRampItem(CLEAR_BELOW, clear, ""),
-        QgsColorRampShader.ColorRampItem(0.7, mid, ""),
+        QgsColorRampShader.ColorRampItem(MID, mid, ""),
         QgsColorRampShader.ColorRampItem(1.0, strong, "high")])
     shader = QgsRasterShader()
     shader.setRasterShaderFunction(ramp)

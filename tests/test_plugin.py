@@ -109,7 +109,7 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     for node in nodes:
         items = node.layer().renderer().shader().rasterShaderFunction().colorRampItemList()
         assert max(i.color.alpha() for i in items) <= 130
-        assert all(i.color.alpha() == 0 for i in items if i.value <= 0.35)
+        assert all(i.color.alpha() == 0 for i in items if i.value <= 0.2)
     assert "Annotated 16 tiles" in dock.status.text()
     assert not any(n.layer() in _combo_layers(dock.raster_combo) for n in nodes)
 
