@@ -274,7 +274,7 @@ def test_a_store_with_the_labels_in_another_order_says_so(run_cli, store_copy, t
     assert_refused(res, "same labels in another order")
 
 
-def test_weights_of_another_label_count_name_the_tensor_that_differs(run_cli, tmp_path):
+def test_a_model_json_cut_to_another_label_count_names_what_disagrees(run_cli, tmp_path):
     broken = tmp_path / "broken"
     shutil.copytree(DEFAULT_MODEL, broken)
     doc = json.loads((broken / "model.json").read_text())
@@ -282,7 +282,11 @@ def test_weights_of_another_label_count_name_the_tensor_that_differs(run_cli, tm
     doc["thresholds"] = doc["thresholds"][:-1] if doc.get("thresholds") else None
     (broken / "model.json").write_text(json.dumps(doc))
     res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--model", broken)
-    assert_refused(res, "size mismatch")
+    assert_refused(res, "17 vectors for 16 labels")  # the label embeddings say so first
+    doc["label_embeddings"] = doc["label_embeddings"][:-1]
+    (broken / "model.json").write_text(json.dumps(doc))
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "y.gpkg", "--model", broken)
+    assert_refused(res, "'label_graph' was mined for other labels")
 
 
 def test_a_damaged_checkpoint_or_backbone_file_is_named(run_cli, tmp_path):

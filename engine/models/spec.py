@@ -77,6 +77,13 @@ class ModelSpec:
             problems.append("'tile_px' must be at least 32")
         if self.thresholds is not None and len(self.thresholds) != len(self.labels):
             problems.append("'thresholds' needs one value per label")
+        if self.label_embeddings is not None and len(self.label_embeddings) != len(self.labels):
+            problems.append(f"'label_embeddings' has {len(self.label_embeddings)} vectors for "
+                            f"{len(self.labels)} labels (one per label)")
+        graph_labels = (self.label_graph or {}).get("labels")
+        if graph_labels is not None and list(graph_labels) != list(self.labels):
+            problems.append("'label_graph' was mined for other labels than 'labels' "
+                            f"({len(graph_labels)} against {len(self.labels)})")
         if problems:
             raise ModelFileError(f"{where} is inconsistent: " + "; ".join(problems))
 
