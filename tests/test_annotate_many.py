@@ -142,6 +142,11 @@ def test_rasters_named_by_folder_glob_list_and_stac(tmp_path):
     assert expand_inputs([str(stac)], band_folders=False) == [
         str(tmp_path / "x_rgb.tif"), str(tmp_path / "y.tif")]
     assert expand_inputs([str(tmp_path)], band_folders=True) == [str(tmp_path)]  # a band folder
+    bands = tmp_path / "scene"
+    bands.mkdir()
+    for name in ("T31_B04.tif", "T31_B08.tif", "T31_B8A.tif"):
+        (bands / name).write_bytes(b"")
+    assert expand_inputs([str(bands)], band_folders=False) == [str(bands)]  # one scene
 
 
 def test_a_pattern_matching_nothing_is_refused_with_exit_2(tmp_path, run_cli):

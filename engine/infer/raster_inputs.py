@@ -2,8 +2,8 @@
 through a folder, a glob, a text file of paths, or a STAC ItemCollection.
 
 - a folder: the rasters in it (``*.tif``, ``*.tiff``, ``*.vrt``, ``*.jp2``, ``*.img``),
-  sorted by name; a folder of single-band files for a multi-resolution model (a
-  Sentinel-2 band folder) stays one raster;
+  sorted by name; a Sentinel-2 band folder (files named by band, B01 ... B12, B8A) stays
+  one raster (a multi-resolution model reads it; the others say how to stack it);
 - a glob (``tiles/*.tif``), sorted;
 - a ``.txt`` file: one path per line (relative to the file's folder; ``#`` comments);
 - a STAC ItemCollection (``.json`` / ``.geojson``): each item's ``visual`` asset, else its
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import glob
 import json
+import re
 from pathlib import Path
 
 from engine.errors import RasterError
 
 RASTER_SUFFIXES = {".tif", ".tiff", ".vrt", ".jp2", ".img"}
 GLOB_CHARS = set("*?[")
+BAND_FILE = re.compile(r"(^|[_.-])B(0[1-9]|1[0-2]|8A)($|[_.-])", re.IGNORECASE)
 
 
 def expand_inputs(items: list[str], band_folders: bool) -> list[str]:
@@ -42,6 +44,8 @@ def _expand(item: str, band_folders: bool) -> list[str]:
         return found
     if path.is_dir() and not band_folders and not _is_gdal_dataset(path):
         found = sorted(str(p) for p in path.iterdir() if p.suffix.lower() in RASTER_SUFFIXES)
+        if len([f for f in found if BAND_FILE.search(Path(f).stem)]) >= 2:
+            return [item]  # one scene's band files, not a folder of scenes
         if not found:
             raise RasterError(f"{item} is a folder without rasters "
                               f"({', '.join(sorted(RASTER_SUFFIXES))}); name the rasters")
