@@ -93,6 +93,29 @@ class _Algorithm(QgsProcessingAlgorithm):
     def createInstance(self):  # noqa: N802
         return type(self)()
 
+    def _add_model_parameters(self) -> None:
+        """Model, device, band mapping and the resolution override: every annotate."""
+        self.addParameter(QgsProcessingParameterFile(
+            "MODEL", "Model directory", QgsProcessingParameterFile.Folder, optional=True))
+        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
+        self.addParameter(QgsProcessingParameterString(
+            "BANDS", "Bands, e.g. 3,2,1 (see help)", optional=True))
+        self.addParameter(QgsProcessingParameterBoolean(
+            "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
+            defaultValue=False))
+
+    def _model_arguments(self, parameters, context) -> list[str]:
+        """The engine flags of :meth:`_add_model_parameters`' values."""
+        args = ["--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
+        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
+            PluginSettings.load())
+        if model:
+            args += ["--model", model]
+        if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
+            args.append("--allow-gsd-mismatch")
+        bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
+        return args + (["--bands", bands] if bands else [])
+
 
 class AnnotateRaster(_Algorithm):
     name_, title = "annotate", "Annotate raster"
@@ -112,16 +135,9 @@ class AnnotateRaster(_Algorithm):
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterRasterLayer("RASTER", "Raster"))
         self.addParameter(QgsProcessingParameterExtent("EXTENT", "Extent", optional=True))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model directory", QgsProcessingParameterFile.Folder, optional=True))
         self.addParameter(QgsProcessingParameterNumber(
             "OVERLAP", "Tile overlap", QgsProcessingParameterNumber.Double, 0.0, False, 0.0, 0.89))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(
-            "BANDS", "Bands, e.g. 3,2,1 (see help)", optional=True))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
-            defaultValue=False))
+        self._add_model_parameters()
         self.addParameter(QgsProcessingParameterFileDestination(
             "STORE", "Annotation store (empty: beside the raster)",
             "GeoPackage (*.gpkg)", optional=True, createByDefault=False))
@@ -131,18 +147,9 @@ class AnnotateRaster(_Algorithm):
         store = self.parameterAsFileOutput(parameters, "STORE", context)
         if not store or parameters.get("STORE") == QgsProcessing.TEMPORARY_OUTPUT:
             store = store_beside(raster.source())  # not a temporary file that vanishes
-        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
-            PluginSettings.load())
         job = ["annotate", raster.source(), "--out", store, "--overlap",
                str(self.parameterAsDouble(parameters, "OVERLAP", context)),
-               "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
-        if model:
-            job += ["--model", model]
-        if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
-            job.append("--allow-gsd-mismatch")
-        bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
-        if bands:
-            job += ["--bands", bands]
+               *self._model_arguments(parameters, context)]
         if parameters.get("EXTENT"):
             rect = self.parameterAsExtent(parameters, "EXTENT", context)
             crs = self.parameterAsExtentCrs(parameters, "EXTENT", context)
@@ -164,19 +171,13 @@ class AnnotateRasters(_Algorithm):
                 "be annotated is reported and skipped; the others go on. Running it again "
                 "skips the rasters the model already annotated (resume). Rasters in other "
                 "CRSs than the store's have their tiles reprojected into it.<br><br>"
-                "<b>Store CRS</b>: empty: an existing store's, else the first raster's.")
+                "<b>Store CRS</b>: empty: an existing store's, else the first raster's. "
+                "<b>Bands</b> and the resolution override: as in Annotate raster.")
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802
         self.addParameter(QgsProcessingParameterMultipleLayers(
             "RASTERS", "Rasters", QgsProcessing.TypeRaster))
-        self.addParameter(QgsProcessingParameterFile(
-            "MODEL", "Model directory", QgsProcessingParameterFile.Folder, optional=True))
-        self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
-        self.addParameter(QgsProcessingParameterString(
-            "BANDS", "Bands, e.g. 3,2,1 (see the Annotate raster help)", optional=True))
-        self.addParameter(QgsProcessingParameterBoolean(
-            "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
-            defaultValue=False))
+        self._add_model_parameters()
         self.addParameter(QgsProcessingParameterCrs("STORE_CRS", "Store CRS", optional=True))
         self.addParameter(QgsProcessingParameterFileDestination(
             "STORE", "Annotation store", "GeoPackage (*.gpkg)"))
@@ -184,17 +185,8 @@ class AnnotateRasters(_Algorithm):
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802
         layers = self.parameterAsLayerList(parameters, "RASTERS", context)
         store = self.parameterAsFileOutput(parameters, "STORE", context)
-        model = self.parameterAsFile(parameters, "MODEL", context) or default_model_dir(
-            PluginSettings.load())
         job = ["annotate", *[layer.source() for layer in layers], "--out", store,
-               "--device", DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)]]
-        if model:
-            job += ["--model", model]
-        if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
-            job.append("--allow-gsd-mismatch")
-        bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
-        if bands:
-            job += ["--bands", bands]
+               *self._model_arguments(parameters, context)]
         crs = self.parameterAsCrs(parameters, "STORE_CRS", context)
         if crs.isValid():
             job += ["--store-crs", crs.authid() or crs.toWkt()]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -195,30 +196,48 @@ def _check_attention_dir(opts: AnnotateOptions) -> None:
                          "choose another --attention-dir")
 
 
-def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
-    """Annotate ``opts.raster`` into ``opts.store``; returns the job's result payload."""
-    t_start = time.perf_counter()
+def check_options(opts: AnnotateOptions) -> None:
     if opts.batch_size < 1:
         raise StoreError("--batch-size must be at least 1")
     if opts.workers is not None and opts.workers < 1:
         raise StoreError(f"--workers must be at least 1 (got {opts.workers})")
-    spec = read_spec(opts.model_dir)
-    plan = plan_annotation(opts, spec, reporter)
+
+
+def open_job_predictor(opts: AnnotateOptions, reporter: Reporter) -> TilePredictor:
+    """Check the outputs can be written, then load the model (and make its ONNX graph,
+    once): all before the store is touched."""
     check_writable(opts.store)
     if opts.attention:
         _check_attention_dir(opts)
-    # the model is loaded (and its ONNX graph made, once) before the store is touched
     reporter.stage("loading model")
-    predictor = open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
+    return open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
+
+
+@contextmanager
+def job_store(opts: AnnotateOptions, labels: list[str], crs: CRS,
+              reporter: Reporter) -> Iterator[AnnotationStore]:
+    """The store, created or opened under this job's lock, runs that ended without
+    finishing marked so."""
     with StoreJobLock(opts.store):
         remove_leftovers(opts.store)
-        with AnnotationStore.create_or_open(opts.store, spec.labels, plan.info.crs) as store:
+        with AnnotationStore.create_or_open(opts.store, labels, crs) as store:
             use_wal(store.conn)
             stale = store.mark_stale_runs()
             if stale:
                 reporter.log(f"{stale} earlier run(s) of this store ended without finishing "
                              "(killed or crashed); their committed tiles are kept", "warning")
-            return _annotate_into(store, opts, predictor, plan, reporter, t_start)
+            yield store
+
+
+def run_annotate(opts: AnnotateOptions, reporter: Reporter) -> dict:
+    """Annotate ``opts.raster`` into ``opts.store``; returns the job's result payload."""
+    t_start = time.perf_counter()
+    check_options(opts)
+    spec = read_spec(opts.model_dir)
+    plan = plan_annotation(opts, spec, reporter)
+    predictor = open_job_predictor(opts, reporter)
+    with job_store(opts, spec.labels, plan.info.crs, reporter) as store:
+        return _annotate_into(store, opts, predictor, plan, reporter, t_start)
 
 
 def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, predictor: TilePredictor,

@@ -22,14 +22,12 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
 from engine.errors import JobInterrupted, TileLabelError
-from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _check_attention_dir, _stream,
-                                   local_predictions, plan_annotation)
-from engine.infer.runtime import open_predictor
+from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _stream, check_options,
+                                   job_store, local_predictions, open_job_predictor,
+                                   plan_annotation)
 from engine.models.spec import read_spec
 from engine.progress import Reporter
 from engine.store import AnnotationStore
-from engine.store.annotation_store import check_writable, remove_leftovers, use_wal
-from engine.store.job_lock import StoreJobLock
 
 
 @dataclass
@@ -95,47 +93,38 @@ def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
     if opts.extent is not None:
         raise TileLabelError("--extent applies to one raster; with several rasters, clip "
                              "them first (gdal_translate -projwin) or run one job per raster")
+    check_options(opts)
     spec = read_spec(opts.model_dir)
     wanted_crs = parse_store_crs(store_crs)
     plans, outcomes = _plan_all(rasters, opts, spec, reporter)
     if not plans:
         raise TileLabelError(f"none of the {len(rasters)} rasters can be annotated: "
                              + "; ".join(f"{o.raster}: {o.message}" for o in outcomes[:3]))
-    check_writable(opts.store)
-    if opts.attention:
-        _check_attention_dir(opts)
-    reporter.stage("loading model")
     # with a cluster too: its ONNX graph is made here, once, before the workers load it
-    predictor = open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
-    with StoreJobLock(opts.store):
-        crs = _store_crs(opts.store, wanted_crs) or plans[0][1].info.crs
-        remove_leftovers(opts.store)
-        with AnnotationStore.create_or_open(opts.store, spec.labels, crs) as store:
-            use_wal(store.conn)
-            if store.mark_stale_runs():
-                reporter.log("an earlier run of this store ended without finishing; its "
-                             "committed tiles and finished rasters are kept", "warning")
-            store_crs_now = store.crs()
-            reporter.log(f"annotating {len(plans)} rasters into {opts.store} "
-                         f"({store_crs_now.to_string()})")
-            done = store.completed_rasters(spec.model_id)
-            run_id = store.begin_run("annotate", {**asdict(opts), "rasters": rasters,
-                                                  "store_crs": store_crs})
-            store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
-                                 spec.metrics, spec.parent)
-            for index, (raster, plan) in enumerate(plans):
-                try:
-                    outcome = _annotate_one(index, raster, plan, opts, predictor, store,
-                                            run_id, store_crs_now, done, reporter, client)
-                except (JobInterrupted, KeyboardInterrupt):
-                    store.finish_run(run_id, "interrupted", sum(o.tiles_written for o in outcomes),
-                                     0, "stopped by the user or a signal",
-                                     {"rasters": [asdict(o) for o in outcomes]})
-                    raise
-                outcomes.append(outcome)
-                store.record_outputs(run_id, {"rasters": [asdict(o) for o in outcomes]})
-                reporter.progress("rasters", len(outcomes), len(rasters))  # overall
-            return _finish(store, run_id, outcomes, spec, store_crs_now, t_start, predictor)
+    predictor = open_job_predictor(opts, reporter)
+    crs = _store_crs(opts.store, wanted_crs) or plans[0][1].info.crs
+    with job_store(opts, spec.labels, crs, reporter) as store:
+        store_crs_now = store.crs()
+        reporter.log(f"annotating {len(plans)} rasters into {opts.store} "
+                     f"({store_crs_now.to_string()})")
+        done = store.completed_rasters(spec.model_id)
+        run_id = store.begin_run("annotate", {**asdict(opts), "rasters": rasters,
+                                              "store_crs": store_crs})
+        store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
+                             spec.metrics, spec.parent)
+        for index, (raster, plan) in enumerate(plans):
+            try:
+                outcome = _annotate_one(index, raster, plan, opts, predictor, store,
+                                        run_id, store_crs_now, done, reporter, client)
+            except (JobInterrupted, KeyboardInterrupt):
+                store.finish_run(run_id, "interrupted", sum(o.tiles_written for o in outcomes),
+                                 0, "stopped by the user or a signal",
+                                 {"rasters": [asdict(o) for o in outcomes]})
+                raise
+            outcomes.append(outcome)
+            store.record_outputs(run_id, {"rasters": [asdict(o) for o in outcomes]})
+            reporter.progress("rasters", len(outcomes), len(rasters))  # overall
+        return _finish(store, run_id, outcomes, spec, store_crs_now, t_start, predictor)
 
 
 def _store_crs(store: Path, wanted: CRS | None) -> CRS | None:
