@@ -176,8 +176,7 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
         tiles.updateExtents()
     style_tiles(tiles, label_columns(store))
     rasters = []
-    for old in [g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
-                and g.name().startswith("attention")]:
+    for old in attention_groups(group):
         project.removeMapLayers([l.layerId() for l in old.findLayers()])
         group.removeChildNode(old)
     if attention and Path(attention).is_file():
@@ -193,14 +192,19 @@ def add_annotation_layers(store: str, attention: str | None, name: str,
     return tiles, rasters
 
 
+def attention_groups(group: QgsLayerTreeGroup) -> list[QgsLayerTreeGroup]:
+    """The 'attention (<run>)' sub-groups of a store's group."""
+    return [g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
+            and g.name().startswith("attention")]
+
+
 def show_attention(name: str, label: str | None, project: QgsProject | None = None) -> bool:
     """Switch on the attention overlay of ``label`` in the 'TileLabel: name' group and
     every other overlay off (``None``: all off). False when the group has no overlay
     for that label."""
     group = find_group(name, project)
     shown = False
-    for sub in ([g for g in group.children() if isinstance(g, QgsLayerTreeGroup)
-                 and g.name().startswith("attention")] if group else []):
+    for sub in attention_groups(group) if group else []:
         for node in sub.findLayers():
             match = label is not None and node.layer().name() == f"attention: {label}"
             node.setItemVisibilityChecked(match)
