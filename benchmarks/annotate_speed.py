@@ -9,7 +9,9 @@ machine vary by 10-20 %):
 - end-to-end ``tilelabel annotate`` as a process with the default runtime, as an analyst
   or the plugin runs it (start-up and model load included).
 Target on this CPU: end-to-end annotate with the default runtime within 1.1 x of ONNX
-Runtime's forward pass.
+Runtime's forward pass, judged per round (each end-to-end run against the forward pass
+timed beside it; the median of those ratios), since this shared machine's speed drifts
+by 10-20 % from one minute to the next.
 
 ``--arch-table`` adds the forward pass of every architecture (untrained weights, same
 graph and cost as trained ones) on both runtimes, in ms per tile.
@@ -100,9 +102,14 @@ def pipeline_table(args: argparse.Namespace) -> None:
         print(f"{name:32s} {seconds:8.2f} {tiles / seconds:8.1f} {seconds / onnx_forward:15.2f}")
     print("all timings (s): " + "; ".join(f"{k} {[round(t, 2) for t in v]}"
                                           for k, v in times.items()))
-    ratio = median["annotate onnx"] / onnx_forward
-    print(f"end-to-end (default runtime, in process) / onnx forward: {ratio:.3f} "
-          f"(target <= {TARGET_RATIO}: {'met' if ratio <= TARGET_RATIO else 'NOT met'})")
+    # each round's end-to-end run against the forward pass timed right after it: the
+    # machine's speed drifts by 10-20 % between minutes, far more than the overhead
+    for name in ("annotate onnx", "tilelabel annotate (process)"):
+        ratios = [a / f for a, f in zip(times[name], times["onnx forward"])]
+        ratio = statistics.median(ratios)
+        print(f"{name} / onnx forward of the same round: median {ratio:.3f} "
+              f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}; target <= {TARGET_RATIO}: "
+              f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})")
 
 
 def arch_table(batch_size: int, tiles: int) -> None:

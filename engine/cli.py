@@ -57,6 +57,11 @@ def _bands(text: str | None) -> list[int] | None:
                              f"3,2,1; got {text!r}") from exc
 
 
+def _folder_or_url(text: str | None) -> Path | str | None:
+    """A folder, or an fsspec URL kept as written (a Path would fold its '//')."""
+    return None if not text else text if "://" in text else Path(text)
+
+
 def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.infer.annotate import AnnotateOptions, run_annotate
     from engine.infer.raster_inputs import expand_inputs
@@ -68,7 +73,7 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
         raster=rasters[0], store=Path(args.out), model_dir=Path(args.model),
         extent=_extent(args.extent) if args.extent else None, extent_crs=args.extent_crs,
         overlap=args.overlap, batch_size=args.batch_size, device=args.device,
-        attention_dir=Path(args.attention_dir) if args.attention_dir else None,
+        attention_dir=_folder_or_url(args.attention_dir),
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
         workers=args.workers, runtime=args.runtime, threads=args.threads,
@@ -251,8 +256,6 @@ def cmd_evaluate(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
-    import numpy as np
-
     from engine.data.datasets import open_dataset
     from engine.graph.drawing import draw_label_graph
     from engine.graph.label_graph import LabelGraph
@@ -339,8 +342,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "processes on this machine) or a scheduler address (tcp://host:8786); the "
                    "workers must see the rasters and the model at the same paths "
                    "(docs/scaling.md)")
-    a.add_argument("--cluster-block", type=int, default=256, help="with --cluster: tiles "
-                   "per task (default %(default)s)")
+    a.add_argument("--cluster-block", type=int, default=256, help="with --cluster: about "
+                   "this many tiles per task, in whole tile rows (default %(default)s)")
     a.add_argument("--store-crs", help="with several rasters: the store's CRS, e.g. EPSG:32631 "
                    "(default: an existing store's, else the first raster's); tiles of rasters "
                    "in other CRSs are reprojected into it")
@@ -353,7 +356,8 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--batch-size", type=int, default=16, help="tiles per model batch")
     a.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     a.add_argument("--attention-dir", help="folder for the attention GeoTIFF "
-                   "(default: <store name>_attention beside the store)")
+                   "(default: <store name>_attention beside the store); with --cluster also "
+                   "an fsspec URL the workers write (s3://bucket/run, file:///shared/att)")
     a.add_argument("--no-attention", action="store_true", help="do not write attention rasters")
     a.add_argument("--bands", help="raster band numbers feeding the model's bands, in model "
                    "order, e.g. 3,2,1 (default: matched by band name)")
@@ -503,6 +507,8 @@ def _low_on_space(args: argparse.Namespace) -> bool:
     """Whether a folder the job writes into (its store or output) has under 1 MB free."""
     for name in ("store", "out", "attention_dir"):
         value = getattr(args, name, None)
+        if value and "://" in str(value):
+            continue  # a URL's space is its object store's
         folder = Path(value).parent if value else None
         while folder is not None and not folder.exists() and folder != folder.parent:
             folder = folder.parent

@@ -2,12 +2,14 @@
 ones, resume after a kill, and the ways of naming the rasters."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -168,14 +170,19 @@ def test_two_local_workers_give_the_sequential_store(tmp_path, run_cli):
     res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "c.gpkg", "--cluster", "local:2",
                   "--cluster-block", "3", "--overlap", "0.5", "--json-progress")
     assert res.code == 0, res.err
-    assert run_cli("annotate", SAMPLE, US, "--out", tmp_path / "s.gpkg", "--overlap", "0.5").code == 0
+    seq = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "s.gpkg", "--overlap", "0.5",
+                  "--json-progress")
+    assert seq.code == 0, seq.err
     clustered, sequential = _tiles(tmp_path / "c.gpkg"), _tiles(tmp_path / "s.gpkg")
     assert clustered.keys() == sequential.keys() and len(clustered) > 40
     assert max(np.abs(clustered[t][3] - sequential[t][3]).max() for t in sequential) < 1e-5
-    for raster in _result(res.out)["rasters"]:  # blocks arrive in any order: same raster
-        with rasterio.open(raster["attention"]) as got:
-            pass
-        assert got.count == 17
+    for raster, seq in zip(_result(res.out)["rasters"], _result(seq.out)["rasters"]):
+        # the workers wrote the attention in pieces, one per block; a VRT joins them
+        assert raster["attention"].endswith(".vrt")
+        with rasterio.open(raster["attention"]) as got, rasterio.open(seq["attention"]) as want:
+            assert len(got.files) > 3 and got.descriptions == want.descriptions
+            assert got.transform == want.transform and got.shape == want.shape
+            assert np.abs(got.read() - want.read()).max() <= 2 / 4096  # stored to 1/4096
 
 
 def test_a_worker_killed_mid_run_has_its_tiles_recomputed_and_written_once(tmp_path):
@@ -228,3 +235,57 @@ def test_without_a_cluster_nothing_of_dask_is_imported(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_killed_client_resumes_at_the_block_it_stopped_in(tmp_path, run_cli):
+    """The client stopped half way through a raster; the re-run computes only the blocks
+    it had not committed, reuses the attention pieces of the others (in an fsspec folder)
+    and gives the straight run's store and attention."""
+    from engine.errors import JobInterrupted
+    from engine.infer.annotate import AnnotateOptions
+    from engine.infer.annotate_many import run_annotate_many
+    from engine.progress import Reporter
+
+    class StopHalfWay(Reporter):
+        def progress(self, stage, done, total):
+            super().progress(stage, done, total)
+            if stage == "predict" and total and done >= total // 2:
+                raise JobInterrupted("stopped by the test")
+
+    cluster = _cluster(2)
+    store, url = tmp_path / "k.gpkg", f"file://{tmp_path}/shared/attention"
+    opts = AnnotateOptions(raster=str(SAMPLE), store=store, overlap=0.5, block_tiles=3,
+                           attention_dir=url)
+    log = io.StringIO()
+    try:
+        with pytest.raises(JobInterrupted):
+            run_annotate_many([str(SAMPLE)], opts, StopHalfWay(json_lines=True, stream=log),
+                              cluster=cluster.scheduler_address)
+        half = len(_tiles(store))
+        result = run_annotate_many([str(SAMPLE)], opts, Reporter(json_lines=True, stream=log),
+                                   cluster=cluster.scheduler_address)
+    finally:
+        cluster.close()
+    skipped = [json.loads(l)["message"] for l in log.getvalue().splitlines()
+               if "done by an earlier run" in l]
+    assert 0 < half < len(_tiles(store)) and len(skipped) == 1
+    done, total = (int(w) for w in skipped[0].split(": ")[1].split()[:3:2])
+    assert 0 < done < total
+    assert result["rasters"][0]["attention"] == f"{url}/{result['run_id']}-000-{SAMPLE.stem}.vrt"
+    straight = tmp_path / "straight.gpkg"
+    seq = _result(run_cli("annotate", SAMPLE, "--out", straight, "--overlap", "0.5",
+                          "--json-progress").out)
+    resumed, want = _tiles(store), _tiles(straight)
+    assert resumed.keys() == want.keys()
+    assert max(np.abs(resumed[t][3] - want[t][3]).max() for t in want) < 1e-5
+    vrt = result["rasters"][0]["attention"][len("file://"):]
+    with rasterio.open(vrt) as got, rasterio.open(seq["attention"]) as ref:
+        runs = {Path(f).parent.name.split("-000-")[0] for f in got.files[1:]}
+        assert len(runs) == 2  # pieces of the killed run and of the re-run
+        assert np.abs(got.read() - ref.read()).max() <= 2 / 4096
+
+
+def test_a_url_attention_folder_without_a_cluster_is_refused(tmp_path, run_cli):
+    res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "u.gpkg", "--attention-dir",
+                  "s3://bucket/attention")
+    assert res.code == 2 and "--cluster" in res.err and not (tmp_path / "u.gpkg").exists()

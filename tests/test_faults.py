@@ -139,7 +139,7 @@ def test_a_full_disk_under_the_attention_raster_fails_the_run_clearly(tmp_path, 
                                                                       tiny_model_factory):
     model = tiny_model_factory(gsd_m=0.3, tile_px=64)
     store = tmp_path / "s.gpkg"
-    _fill(small_disk, 16_000)
+    _fill(small_disk, 3_000)
     done = _run("annotate", SAMPLE, "--out", store, "--model", model,
                 "--attention-dir", small_disk / "att")
     assert done.returncode == 2, done.stderr

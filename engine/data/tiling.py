@@ -63,7 +63,11 @@ class TileGrid:
         return len(self.i_range) * len(self.j_range)
 
     def __iter__(self) -> Iterator[Tile]:
-        for i in self.i_range:
+        return self.tiles_in_rows(self.i_range)
+
+    def tiles_in_rows(self, rows: range) -> Iterator[Tile]:
+        """The tiles of grid rows ``rows`` (a slice of ``i_range``), row by row."""
+        for i in rows:
             for j in self.j_range:
                 yield Tile(j * self.stride_x, i * self.stride_y, self.size_x, self.size_y, i, j)
 

@@ -8,9 +8,11 @@ attention GeoTIFF. The store has one CRS: the first raster's, or ``store_crs``; 
 a raster in another CRS are cut in that raster's own grid and their polygons reprojected
 into the store's, the raster's CRS kept per tile (``raster_crs``).
 
-Each raster's outcome is committed to the run's ``outputs`` as soon as it ends, so a job
-killed half way leaves the finished rasters recorded: running the same command again
-skips every raster this model already annotated to the end (resume).
+Each raster's outcome is committed to the run's ``outputs`` as soon as it ends (on a
+cluster each block of tiles as well), so a job killed half way leaves the finished
+rasters recorded: running the same command again skips every raster this model already
+annotated to the end, and on a cluster the finished blocks of the raster it stopped in
+(resume).
 """
 from __future__ import annotations
 
@@ -22,9 +24,9 @@ from rasterio.crs import CRS
 from rasterio.errors import CRSError, RasterioError
 
 from engine.errors import JobInterrupted, TileLabelError
-from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _stream, check_options,
-                                   job_store, local_predictions, open_job_predictor,
-                                   plan_annotation)
+from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _stream, attention_folder,
+                                   check_local_attention, check_options, job_store,
+                                   local_predictions, open_job_predictor, plan_annotation)
 from engine.models.spec import read_spec
 from engine.progress import Reporter
 from engine.store import AnnotationStore
@@ -57,6 +59,35 @@ def parse_store_crs(text: str | None) -> CRS | None:
     except CRSError as exc:
         raise TileLabelError(f"--store-crs {text!r} is not a CRS ({exc}); give e.g. "
                              "EPSG:32631") from exc
+
+
+class RunLedger:
+    """What the run has finished so far, committed to its ``outputs`` as it goes: each
+    raster's outcome, and on a cluster the finished blocks of rasters not yet complete."""
+
+    def __init__(self, store: AnnotationStore, run_id: str, model_id: str,
+                 outcomes: list[RasterOutcome]) -> None:
+        self.store, self.run_id, self.model_id = store, run_id, model_id
+        self.outcomes = outcomes
+        self.blocks: dict[str, dict] = {}
+
+    def raster_done(self, outcome: RasterOutcome) -> None:
+        self.outcomes.append(outcome)
+        if outcome.outcome == "completed":
+            self.blocks.pop(outcome.raster, None)
+        self._commit()
+
+    def block_done(self, raster: str, layout: dict, index: int, piece: str | None) -> None:
+        entry = self.blocks.setdefault(raster, {"model_id": self.model_id, "layout": layout,
+                                                "done": {}})
+        entry["done"][str(index)] = piece
+        self._commit()
+
+    def outputs(self) -> dict:
+        return {"rasters": [asdict(o) for o in self.outcomes], "blocks": self.blocks}
+
+    def _commit(self) -> None:
+        self.store.record_outputs(self.run_id, self.outputs())
 
 
 def _plan_all(rasters: list[str], opts: AnnotateOptions, spec, reporter: Reporter
@@ -94,6 +125,8 @@ def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
         raise TileLabelError("--extent applies to one raster; with several rasters, clip "
                              "them first (gdal_translate -projwin) or run one job per raster")
     check_options(opts)
+    if client is None:
+        check_local_attention(opts)
     spec = read_spec(opts.model_dir)
     wanted_crs = parse_store_crs(store_crs)
     plans, outcomes = _plan_all(rasters, opts, spec, reporter)
@@ -112,19 +145,18 @@ def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
                                               "store_crs": store_crs})
         store.register_model(spec.model_id, spec.arch, str(Path(opts.model_dir).resolve()),
                              spec.metrics, spec.parent)
+        ledger = RunLedger(store, run_id, spec.model_id, outcomes)
         for index, (raster, plan) in enumerate(plans):
             try:
-                outcome = _annotate_one(index, raster, plan, opts, predictor, store,
-                                        run_id, store_crs_now, done, reporter, client)
+                outcome = _annotate_one(index, raster, plan, opts, predictor, ledger,
+                                        store_crs_now, done, reporter, client)
             except (JobInterrupted, KeyboardInterrupt):
                 store.finish_run(run_id, "interrupted", sum(o.tiles_written for o in outcomes),
-                                 0, "stopped by the user or a signal",
-                                 {"rasters": [asdict(o) for o in outcomes]})
+                                 0, "stopped by the user or a signal", ledger.outputs())
                 raise
-            outcomes.append(outcome)
-            store.record_outputs(run_id, {"rasters": [asdict(o) for o in outcomes]})
+            ledger.raster_done(outcome)
             reporter.progress("rasters", len(outcomes), len(rasters))  # overall
-        return _finish(store, run_id, outcomes, spec, store_crs_now, t_start, predictor)
+        return _finish(ledger, spec, store_crs_now, t_start, predictor)
 
 
 def _store_crs(store: Path, wanted: CRS | None) -> CRS | None:
@@ -142,46 +174,53 @@ def _store_crs(store: Path, wanted: CRS | None) -> CRS | None:
 
 
 def _annotate_one(index: int, raster: str, plan: AnnotatePlan, opts: AnnotateOptions,
-                  predictor, store: AnnotationStore, run_id: str, crs: CRS, done: set[str],
+                  predictor, ledger: RunLedger, crs: CRS, done: set[str],
                   reporter: Reporter, client=None) -> RasterOutcome:
     key = source_key(raster)
     if key in done:
         reporter.log(f"{raster}: already annotated to the end by {plan.spec.model_id}; skipped")
         return RasterOutcome(key, "skipped", plan.spec.model_id,
                              message="already annotated by this model (an earlier run)")
-    folder = opts.attention_dir or opts.store.with_name(opts.store.stem + "_attention")
-    att_path = Path(folder) / f"{run_id}-{index:03d}-{Path(raster).stem}.tif"
+    name = f"{ledger.run_id}-{index:03d}-{Path(raster).stem}"
     counters = {"written": 0, "skipped": 0}
     reporter.log(f"annotating {raster} ({len(plan.grid)} tiles)")
+    one = replace(opts, raster=raster)
     try:
-        one = replace(opts, raster=raster)
-        wrote = _stream(one, plan, _predictions(one, plan, predictor, client), store, run_id,
-                        att_path, counters, reporter, store_crs=crs)
+        if client is None:
+            att_path = Path(attention_folder(one)) / f"{name}.tif"
+            wrote = _stream(one, plan, local_predictions(one, plan, predictor), ledger.store,
+                            ledger.run_id, att_path, counters, reporter, store_crs=crs)
+            attention = str(att_path.resolve()) if wrote else None
+        else:
+            attention = _on_cluster(client, one, plan, key, name, ledger, counters, reporter,
+                                    crs)
     except (TileLabelError, RasterioError, OSError) as exc:
         reporter.log(f"{raster}: failed: {exc}", "warning")
         return RasterOutcome(key, "failed", plan.spec.model_id, counters["written"],
                              counters["skipped"], message=str(exc))
     return RasterOutcome(key, "completed", plan.spec.model_id, counters["written"],
-                         counters["skipped"], str(att_path.resolve()) if wrote else None)
+                         counters["skipped"], attention)
 
 
-def _predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor, client):
-    if client is None:
-        return local_predictions(opts, plan, predictor)
-    from engine.infer.cluster import cluster_predictions
+def _on_cluster(client, opts: AnnotateOptions, plan: AnnotatePlan, key: str, name: str,
+                ledger: RunLedger, counters: dict, reporter: Reporter, crs: CRS) -> str | None:
+    from engine.infer.cluster import ClusterRaster, annotate_on_cluster
 
-    return cluster_predictions(client, opts, plan)
+    job = ClusterRaster(opts, plan, key, name, ledger.run_id)
+    return annotate_on_cluster(client, job, ledger.store,
+                               lambda layout, k, piece: ledger.block_done(key, layout, k, piece),
+                               counters, reporter, crs)
 
 
-def _finish(store: AnnotationStore, run_id: str, outcomes: list[RasterOutcome], spec,
-            crs: CRS, t_start: float, predictor) -> dict:
+def _finish(ledger: RunLedger, spec, crs: CRS, t_start: float, predictor) -> dict:
+    store, run_id, outcomes = ledger.store, ledger.run_id, ledger.outcomes
     written = sum(o.tiles_written for o in outcomes)
     skipped = sum(o.tiles_skipped_nodata for o in outcomes)
     failed = [o for o in outcomes if o.outcome == "failed"]
     message = (f"{len(failed)} of {len(outcomes)} rasters failed: "
                + "; ".join(f"{Path(o.raster).name}: {o.message}" for o in failed[:5])
                if failed else "")
-    outputs = {"rasters": [asdict(o) for o in outcomes]}
+    outputs = ledger.outputs()
     store.finish_run(run_id, "completed" if not failed else "completed with failures",
                      written, skipped, message, outputs)
     return {"store": str(store.path.resolve()), "run_id": run_id, "model_id": spec.model_id,

@@ -6,10 +6,20 @@ pixels and attention pixels start on a raster pixel edge, so the raster and its
 attention line up exactly. With overlapping tiles each attention pixel is written once,
 by the tile whose centre is nearest (each tile owns the middle of its footprint), so the
 writer never reads back and memory stays bounded.
+
+Values are stored to the nearest 1/4096 (``STEP``: far finer than a colour ramp shows)
+and compressed with ZSTD level 1 and the floating-point predictor: float32 maps at full
+precision hardly compress (34 MB for 17 labels over 729 tiles), rounded they take a
+quarter of that, and ZSTD 1 encodes them 5 x faster than DEFLATE 6 (measured in
+benchmarks/annotate_speed.py: the encoding was the largest cost of annotate besides the
+model). Every GDAL that QGIS ships (2.3 and later) reads ZSTD.
 """
 from __future__ import annotations
 
 import math
+from xml.sax.saxutils import escape
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +37,10 @@ NODATA = -1.0
 # current tile row are ever partly written and GDAL's cache holds them until complete.
 # (256 x 256 blocks would each be flushed half-written and rewritten on wide rasters.)
 STRIP_ROWS = 16
+STEP = 1 / 4096
 
 
+@lru_cache(maxsize=16)
 def _axis_weights(n_in: int, n_out: int) -> np.ndarray:
     """[n_out, n_in] linear-interpolation matrix with half-pixel centres (as torch's and
     GDAL's bilinear with align_corners=False), edges clamped."""
@@ -48,58 +60,101 @@ def bilinear_resize(planes: np.ndarray, ny: int, nx: int) -> np.ndarray:
     return _axis_weights(h, ny) @ planes @ _axis_weights(w, nx).T
 
 
-class AttentionWriter:
-    def __init__(self, path: Path, info: RasterInfo, grid: TileGrid, labels: list[str],
-                 tags: dict[str, str]) -> None:
-        self.grid = grid
-        self.factor = max(1, round(max(grid.size_x, grid.size_y) / ATTENTION_PX_PER_TILE))
-        f = self.factor
+@dataclass(frozen=True)
+class AttentionFrame:
+    """The attention raster's pixel grid over a tile grid: one attention pixel is
+    ``factor`` x ``factor`` raster pixels, the first at raster pixel (``c0``, ``r0``);
+    ``width`` x ``height`` attention pixels in all."""
+
+    grid: TileGrid
+    factor: int
+    c0: int
+    r0: int
+    width: int
+    height: int
+    transform: rasterio.Affine
+    crs: object
+
+    @classmethod
+    def of(cls, info: RasterInfo, grid: TileGrid) -> AttentionFrame:
+        f = max(1, round(max(grid.size_x, grid.size_y) / ATTENTION_PX_PER_TILE))
         j0, j1 = grid.j_range[0], grid.j_range[-1]
         i0, i1 = grid.i_range[0], grid.i_range[-1]
-        self.c0 = (max(0, j0 * grid.stride_x) // f) * f
-        self.r0 = (max(0, i0 * grid.stride_y) // f) * f
+        c0 = (max(0, j0 * grid.stride_x) // f) * f
+        r0 = (max(0, i0 * grid.stride_y) // f) * f
         c1 = min(info.width, j1 * grid.stride_x + grid.size_x)
         r1 = min(info.height, i1 * grid.stride_y + grid.size_y)
-        self.width = max(1, math.ceil((c1 - self.c0) / f))
-        self.height = max(1, math.ceil((r1 - self.r0) / f))
-        transform = (info.transform @ rasterio.Affine.translation(self.c0, self.r0)
+        transform = (info.transform @ rasterio.Affine.translation(c0, r0)
                      @ rasterio.Affine.scale(f))
+        return cls(grid, f, c0, r0, max(1, math.ceil((c1 - c0) / f)),
+                   max(1, math.ceil((r1 - r0) / f)), transform, info.crs)
+
+    def owned_cols(self, grid_j: int) -> tuple[int, int]:
+        """Attention columns [a, b) owned by the tiles of grid column ``grid_j``."""
+        g = self.grid
+        return self._owned(grid_j * g.stride_x, g.size_x, g.stride_x, grid_j, g.j_range,
+                           self.c0, self.width)
+
+    def owned_rows(self, grid_i: int) -> tuple[int, int]:
+        """Attention rows [a, b) owned by the tiles of grid row ``grid_i``."""
+        g = self.grid
+        return self._owned(grid_i * g.stride_y, g.size_y, g.stride_y, grid_i, g.i_range,
+                           self.r0, self.height)
+
+    def piece_span(self, rows: range | None) -> tuple[int, int]:
+        """First attention row and number of rows of the piece owned by grid ``rows``
+        (None: the whole raster)."""
+        if rows is None:
+            return 0, self.height
+        top, bottom = self.owned_rows(rows[0])[0], self.owned_rows(rows[-1])[1]
+        return top, max(1, bottom - top)
+
+    def _owned(self, start: int, size: int, stride: int, index: int, indexes: range,
+               origin: int, extent: int) -> tuple[int, int]:
+        # each tile owns the middle of its footprint; the first and last own to the edges
+        margin = (size - stride) / 2
+        lo = round(start + (0 if index == indexes[0] else margin))
+        hi = round(start + size - (0 if index == indexes[-1] else margin))
+        a = max(0, round((lo - origin) / self.factor))
+        b = extent if index == indexes[-1] else min(round((hi - origin) / self.factor), extent)
+        return a, b
+
+
+class AttentionWriter:
+    """Writes the attention of a tile grid's tiles into a GeoTIFF on ``frame``; with
+    ``rows`` (grid rows), only the attention rows those tiles own: one piece of the
+    raster, which a VRT puts together with the other pieces (engine/infer/cluster.py)."""
+
+    def __init__(self, path: Path, frame: AttentionFrame, labels: list[str],
+                 tags: dict[str, str], rows: range | None = None) -> None:
+        self.frame = frame
+        self.top, self.height = frame.piece_span(rows)
         self.path = Path(path)
         self.ds = rasterio.open(
-            self.path, "w", driver="GTiff", width=self.width, height=self.height,
-            count=len(labels), dtype="float32", crs=info.crs, transform=transform,
-            nodata=NODATA, tiled=False, blockysize=STRIP_ROWS, compress="deflate",
-            predictor=3, BIGTIFF="IF_SAFER")
+            self.path, "w", driver="GTiff", width=frame.width, height=self.height,
+            count=len(labels), dtype="float32", crs=frame.crs,
+            transform=frame.transform @ rasterio.Affine.translation(0, self.top),
+            nodata=NODATA, tiled=False, blockysize=STRIP_ROWS, compress="zstd",
+            zstd_level=1, predictor=3, BIGTIFF="IF_SAFER")
         for band, label in enumerate(labels, start=1):
             self.ds.set_band_description(band, label)
         self.ds.update_tags(**tags)
 
-    def _owned(self, start: int, size: int, stride: int, index: int, first: int,
-               last: int) -> tuple[int, int]:
-        """Raster-pixel span of a tile's footprint that this tile owns along one axis."""
-        margin = (size - stride) / 2
-        lo = start + (0 if index == first else margin)
-        hi = start + size - (0 if index == last else margin)
-        return round(lo), round(hi)
-
     def write(self, tile: Tile, attention: np.ndarray) -> None:
         """Write one tile's attention [C, h, w] into the pixels it owns."""
-        g, f = self.grid, self.factor
-        ox0, ox1 = self._owned(tile.col, g.size_x, g.stride_x, tile.grid_j, g.j_range[0], g.j_range[-1])
-        oy0, oy1 = self._owned(tile.row, g.size_y, g.stride_y, tile.grid_i, g.i_range[0], g.i_range[-1])
-        ax0, ax1 = (max(0, round((v - self.c0) / f)) for v in (ox0, ox1))
-        ay0, ay1 = (max(0, round((v - self.r0) / f)) for v in (oy0, oy1))
-        # The last tile of a row or column owns everything up to the raster's edge.
-        ax1 = self.width if tile.grid_j == g.j_range[-1] else min(ax1, self.width)
-        ay1 = self.height if tile.grid_i == g.i_range[-1] else min(ay1, self.height)
+        fr = self.frame
+        f, g = fr.factor, fr.grid
+        ax0, ax1 = fr.owned_cols(tile.grid_j)
+        ay0, ay1 = (v - self.top for v in fr.owned_rows(tile.grid_i))
+        ay0, ay1 = max(0, ay0), min(ay1, self.height)
         if ax1 <= ax0 or ay1 <= ay0:
             return
         nx, ny = max(1, round(g.size_x / f)), max(1, round(g.size_y / f))
         up = bilinear_resize(attention.astype(np.float32), ny, nx)
-        tx, ty = (tile.col - self.c0) / f, (tile.row - self.r0) / f
-        xs = np.clip(np.round(np.arange(ax0, ax1) + 0.5 - tx - 0.5).astype(int), 0, nx - 1)
-        ys = np.clip(np.round(np.arange(ay0, ay1) + 0.5 - ty - 0.5).astype(int), 0, ny - 1)
-        block = up[:, ys][:, :, xs]
+        tx, ty = (tile.col - fr.c0) / f, (tile.row - fr.r0) / f - self.top
+        xs = np.clip(np.round(np.arange(ax0, ax1) - tx).astype(int), 0, nx - 1)
+        ys = np.clip(np.round(np.arange(ay0, ay1) - ty).astype(int), 0, ny - 1)
+        block = np.round(up[:, ys][:, :, xs] / STEP) * STEP
         try:
             self.ds.write(block.astype(np.float32),
                           window=Window(ax0, ay0, ax1 - ax0, ay1 - ay0))
@@ -127,6 +182,33 @@ class AttentionWriter:
                 self.ds.close()
             except (RasterioError, OSError):
                 pass
+
+
+def write_attention_vrt(path: Path, frame: AttentionFrame, labels: list[str],
+                        tags: dict[str, str], pieces: list[tuple[range, str]]) -> None:
+    """A VRT joining the attention ``pieces`` (grid rows, GDAL path) of one raster into
+    one raster on ``frame``: what the store names and QGIS opens. Rows no piece covers
+    (blocks without data) read as nodata."""
+    t, wkt = frame.transform, frame.crs.to_wkt()
+    bands = []
+    for band, label in enumerate(labels, start=1):
+        sources = []
+        for rows, source in pieces:
+            top, height = frame.piece_span(rows)
+            sources.append(
+                f"<SimpleSource><SourceFilename relativeToVRT=\"0\">{escape(source)}"
+                f"</SourceFilename><SourceBand>{band}</SourceBand>"
+                f"<SrcRect xOff=\"0\" yOff=\"0\" xSize=\"{frame.width}\" ySize=\"{height}\"/>"
+                f"<DstRect xOff=\"0\" yOff=\"{top}\" xSize=\"{frame.width}\" "
+                f"ySize=\"{height}\"/></SimpleSource>")
+        bands.append(f"<VRTRasterBand dataType=\"Float32\" band=\"{band}\">"
+                     f"<Description>{escape(label)}</Description>"
+                     f"<NoDataValue>{NODATA}</NoDataValue>{''.join(sources)}</VRTRasterBand>")
+    meta = "".join(f"<MDI key=\"{escape(k)}\">{escape(v)}</MDI>" for k, v in tags.items())
+    Path(path).write_text(
+        f"<VRTDataset rasterXSize=\"{frame.width}\" rasterYSize=\"{frame.height}\">"
+        f"<SRS>{escape(wkt)}</SRS><GeoTransform>{t.c}, {t.a}, {t.b}, {t.f}, {t.d}, {t.e}"
+        f"</GeoTransform><Metadata>{meta}</Metadata>{''.join(bands)}</VRTDataset>\n")
 
 
 def write_failed(path: Path, exc: Exception) -> StoreError:

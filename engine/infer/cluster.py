@@ -1,15 +1,21 @@
-"""Annotating on a Dask cluster: the workers read and predict, this process writes.
+"""Annotating on a Dask cluster: the workers read, predict and write attention; this
+process writes the store.
 
 ``--cluster local:N`` starts a LocalCluster of N worker processes on this machine;
 ``--cluster ADDRESS`` (``tcp://host:8786``) connects to a running scheduler (started by
 ``dask scheduler`` + ``dask worker``, dask-jobqueue or dask-kubernetes; docs/scaling.md).
-Each raster's tile grid is cut into blocks of ``block_tiles`` tiles (``--cluster-block``;
-256: enough to amortise a task, few enough to balance the workers); a block is one task:
-a worker plans the raster once, loads the model once (both kept per worker process), reads
-the block's tiles and returns their predictions. The client streams the results into the
-store as they complete, in any order (GeoPackage has one writer: the client); a tile id is
-written by upsert, so a block a worker started before dying and that Dask recomputed
-elsewhere is never written twice.
+Each raster's tile grid is cut into blocks of whole tile rows, about ``block_tiles``
+tiles each (``--cluster-block``; 256: enough to amortise a task, few enough to balance
+the workers); a block is one task: a worker plans the raster once, loads the model once
+(both kept per worker process), reads and predicts the block's tiles, writes their
+attention as one GeoTIFF piece into the attention folder (a shared folder or an fsspec
+URL) and returns the predictions. The client streams them into the store as blocks
+complete, in any order (GeoPackage has one writer: the client), commits each finished
+block to the run's outputs, and when the raster is done writes a VRT joining its pieces:
+the one attention raster per raster the store names. A tile id is written by upsert, so
+a block a worker started before dying and that Dask recomputed elsewhere is never
+written twice; a re-run of a killed job skips the blocks it committed (their pieces are
+reused).
 
 The workers must see the rasters and the model folder at the same paths as the client (a
 shared file system, or the same machine). Nothing of Dask is imported without
@@ -19,18 +25,24 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import threading
 from contextlib import contextmanager
-from dataclasses import replace
-from itertools import islice
-from typing import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable, Iterator
 
+from engine.data.tiling import TileGrid
 from engine.errors import TileLabelError
-from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, Prediction, local_predictions,
+from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, Checkpoint, Prediction,
+                                   _stream, attention_folder, local_predictions,
                                    plan_annotation)
+from engine.infer.attention_writer import AttentionFrame, AttentionWriter, write_attention_vrt
 from engine.infer.predictor_base import TilePredictor
+from engine.infer.shared_folder import exists, gdal_path, join, local_file
 from engine.models.spec import read_spec
 from engine.progress import Reporter
+from engine.store import AnnotationStore
 
 TASK_RETRIES = 2    # a task whose worker raised is tried again elsewhere (deaths: Dask's own)
 
@@ -112,24 +124,135 @@ def _worker_plan(opts: AnnotateOptions) -> AnnotatePlan:
     return _cached(key, lambda: plan_annotation(opts, read_spec(opts.model_dir), _quiet()))
 
 
-def predict_block(opts: AnnotateOptions, start: int, stop: int) -> list[Prediction]:
-    """Tiles ``start``..``stop`` of the raster's grid, read and predicted (a task)."""
+@dataclass(frozen=True)
+class Block:
+    """One task: grid rows ``rows`` of a raster's tile grid."""
+
+    index: int
+    rows: range
+
+
+@dataclass
+class BlockResult:
+    index: int
+    predictions: list[Prediction]   # attention left out: it is in the piece
+    piece: str | None               # the attention piece written, None without attention
+
+
+def row_blocks(grid: TileGrid, block_tiles: int) -> list[Block]:
+    """The grid cut into blocks of whole tile rows, about ``block_tiles`` tiles each."""
+    per = max(1, round(block_tiles / len(grid.j_range)))
+    rows = grid.i_range
+    return [Block(k, rows[a:a + per]) for k, a in enumerate(range(0, len(rows), per))]
+
+
+def block_layout(grid: TileGrid, blocks: list[Block]) -> dict:
+    """What identifies the blocks on a re-run: the same grid cut the same way."""
+    return {"tile": [grid.size_x, grid.size_y], "stride": [grid.stride_x, grid.stride_y],
+            "rows": [grid.i_range.start, grid.i_range.stop],
+            "cols": [grid.j_range.start, grid.j_range.stop], "block_rows": len(blocks[0].rows)}
+
+
+def predict_block(opts: AnnotateOptions, block: Block, piece: str | None,
+                  tags: dict[str, str]) -> BlockResult:
+    """The block's tiles read and predicted, their attention written to ``piece`` (a task)."""
     plan = _worker_plan(opts)
-    tiles = islice(iter(plan.grid), start, stop)
-    return list(local_predictions(replace(opts, workers=1), plan, _worker_predictor(opts), tiles))
+    predictions = list(local_predictions(replace(opts, workers=1), plan,
+                                         _worker_predictor(opts),
+                                         plan.grid.tiles_in_rows(block.rows)))
+    written = None
+    if piece is not None and any(p.attention is not None and p.tiles for p in predictions):
+        _write_piece(piece, plan, block.rows, predictions, tags)
+        written = piece
+    for p in predictions:
+        p.attention = None
+    return BlockResult(block.index, predictions, written)
+
+
+def _write_piece(piece: str, plan: AnnotatePlan, rows: range, predictions: list[Prediction],
+                 tags: dict[str, str]) -> None:
+    frame = AttentionFrame.of(plan.info, plan.grid)
+    with local_file(piece) as path:
+        writer = AttentionWriter(path, frame, plan.spec.labels, tags, rows)
+        try:
+            for p in predictions:
+                for row, tile in enumerate(p.tiles):
+                    writer.write(tile, p.attention[row])
+        except BaseException:
+            writer.abandon()
+            raise
+        writer.close()
 
 
 # -- on the client ------------------------------------------------------------------------
-def cluster_predictions(client, opts: AnnotateOptions, plan: AnnotatePlan
-                        ) -> Iterator[Prediction]:
-    """Every tile's prediction, computed by the cluster's workers, as blocks complete."""
+@dataclass
+class ClusterRaster:
+    """One raster of a many-raster job, as the client runs it on the cluster."""
+
+    opts: AnnotateOptions
+    plan: AnnotatePlan
+    key: str            # how the store knows the raster (engine/infer/annotate_many.py)
+    name: str           # its attention raster's name, without extension
+    run_id: str
+
+
+def annotate_on_cluster(client, job: ClusterRaster, store: AnnotationStore,
+                        commit_block: Callable[[dict, int, str | None], None], counters: dict,
+                        reporter: Reporter, store_crs) -> str | None:
+    """Annotate one raster on the cluster into ``store``, skipping the blocks an earlier
+    run committed; ``commit_block(layout, index, piece)`` records each finished block.
+    Returns the location of the raster's attention VRT (None without attention)."""
+    opts, plan = job.opts, job.plan
+    blocks = row_blocks(plan.grid, opts.block_tiles)
+    layout = block_layout(plan.grid, blocks)
+    folder = attention_folder(opts)
+    pieces = _reusable(store.completed_blocks(plan.spec.model_id, job.key, layout), opts)
+    todo = [b for b in blocks if b.index not in pieces]
+    if len(todo) < len(blocks):
+        reporter.log(f"{job.key}: {len(blocks) - len(todo)} of {len(blocks)} blocks done by an "
+                     "earlier run; skipped")
+    tags = {"TILELABEL_RUN": job.run_id, "TILELABEL_MODEL": plan.spec.model_id,
+            "TILELABEL_STORE": str(opts.store)}
+
+    def piece_of(block: Block) -> str | None:
+        return (join(folder, job.name, f"block-{block.index:05d}.tif") if opts.attention
+                else None)
+
+    def committed(result: BlockResult) -> None:
+        pieces[result.index] = result.piece
+        commit_block(layout, result.index, result.piece)
+
+    already = sum(len(b.rows) for b in blocks if b.index in pieces) * len(plan.grid.j_range)
+    _stream(opts, plan, _cluster_predictions(client, opts, todo, piece_of, tags, committed),
+            store, job.run_id, Path(os.devnull), counters, reporter, store_crs, already)
+    written = [(blocks[k].rows, gdal_path(p)) for k, p in sorted(pieces.items()) if p]
+    if not opts.attention or not written:
+        return None
+    vrt = join(folder, job.name + ".vrt")
+    with local_file(vrt) as path:
+        write_attention_vrt(path, AttentionFrame.of(plan.info, plan.grid), plan.spec.labels,
+                            tags, written)
+    return vrt
+
+
+def _reusable(done: dict[int, str | None], opts: AnnotateOptions) -> dict[int, str | None]:
+    """Earlier blocks whose attention piece is still there (all of them without attention)."""
+    return {k: p for k, p in done.items() if not opts.attention or (p and exists(p))}
+
+
+def _cluster_predictions(client, opts: AnnotateOptions, blocks: list[Block], piece_of,
+                         tags: dict[str, str], committed: Callable[[BlockResult], None]
+                         ) -> Iterator[Prediction | Checkpoint]:
+    """The blocks' predictions as they complete, each block followed by a checkpoint that
+    calls ``committed`` once the block's tiles are in the store."""
     from dask.distributed import as_completed
 
-    n, block = len(plan.grid), max(1, opts.block_tiles)
-    futures = [client.submit(predict_block, opts, a, min(a + block, n), pure=False,
-                             retries=TASK_RETRIES) for a in range(0, n, block)]
+    futures = [client.submit(predict_block, opts, b, piece_of(b), tags, pure=False,
+                             retries=TASK_RETRIES) for b in blocks]
     try:
         for future in as_completed(futures):
-            yield from future.result()
+            result = future.result()
+            yield from result.predictions
+            yield Checkpoint(lambda result=result: committed(result))
     finally:
         client.cancel(futures)

@@ -19,7 +19,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 from rasterio.crs import CRS
 from shapely.geometry import Polygon, box
@@ -202,18 +202,38 @@ class AnnotationStore:
             self.conn.execute("UPDATE runs SET outputs=? WHERE run_id=?",
                               (json.dumps(outputs, default=str), run_id))
 
+    def _annotate_outputs(self) -> Iterator[dict[str, Any]]:
+        """The ``outputs`` of every annotate run, unreadable ones left out."""
+        for (text,) in self.conn.execute("SELECT outputs FROM runs WHERE command='annotate'"):
+            try:
+                outputs = json.loads(text or "{}")
+            except ValueError:
+                continue
+            if isinstance(outputs, dict):
+                yield outputs
+
     def completed_rasters(self, model_id: str) -> set[str]:
         """Rasters some run annotated to the end with ``model_id`` (per-raster outcomes of
         multi-raster runs, killed ones included: each outcome was committed when its
         raster ended)."""
         done: set[str] = set()
-        for (text,) in self.conn.execute("SELECT outputs FROM runs WHERE command='annotate'"):
-            try:
-                rasters = json.loads(text or "{}").get("rasters", [])
-            except (ValueError, AttributeError):
-                continue
+        for outputs in self._annotate_outputs():
+            rasters = outputs.get("rasters", [])
             done |= {r["raster"] for r in rasters if isinstance(r, dict)
                      and r.get("outcome") == "completed" and r.get("model_id") == model_id}
+        return done
+
+    def completed_blocks(self, model_id: str, raster: str, layout: dict[str, Any]
+                         ) -> dict[int, str | None]:
+        """Blocks of ``raster`` that earlier cluster runs of ``model_id`` committed with the
+        same block ``layout`` (block index -> its attention piece, or None): what a re-run
+        of a killed job need not compute again."""
+        done: dict[int, str | None] = {}
+        for outputs in self._annotate_outputs():
+            entry = (outputs.get("blocks") or {}).get(raster)
+            if (isinstance(entry, dict) and entry.get("model_id") == model_id
+                    and entry.get("layout") == layout):
+                done.update({int(k): v for k, v in (entry.get("done") or {}).items()})
         return done
 
     def register_model(self, model_id: str, arch: str, path: str, metrics: dict[str, Any],
