@@ -88,6 +88,31 @@ def test_a_bad_raster_is_reported_and_the_others_are_annotated(tmp_path, run_cli
     assert outcome == "completed with failures" and "2 of 3 rasters failed" in message
 
 
+def _mosaic_with_a_missing_file(folder) -> "Path":
+    """A 3 x 3 VRT mosaic of the sample whose top-middle file is gone from the share: it
+    opens and passes the corner checks, and fails when that part is read."""
+    from engine.data.vrt import repeat_raster_vrt
+
+    vrt = repeat_raster_vrt(SAMPLE, folder / "mosaic.vrt", 3, 3)
+    parts = vrt.read_text().split("<SimpleSource>")
+    parts[2::9] = [p.replace(SAMPLE.name, "gone_from_the_share.tif", 1) for p in parts[2::9]]
+    vrt.write_text("<SimpleSource>".join(parts))
+    return vrt
+
+
+@pytest.mark.parametrize("cluster", [[], ["--cluster", "local:2"]], ids=["alone", "cluster"])
+def test_a_raster_failing_half_way_is_reported_and_the_others_finish(tmp_path, run_cli,
+                                                                      cluster):
+    holey = _mosaic_with_a_missing_file(tmp_path)
+    res = run_cli("annotate", holey, SAMPLE, "--out", tmp_path / "h.gpkg", "--json-progress",
+                  *cluster)
+    assert res.code == 3, res.err
+    failed, done = _result(res.out)["rasters"]
+    assert failed["outcome"] == "failed" and "reading pixels" in failed["message"]
+    assert done["outcome"] == "completed" and done["tiles_written"] == 16
+    assert {v[0] for v in _tiles(tmp_path / "h.gpkg").values()} >= {str(SAMPLE)}
+
+
 def test_a_killed_run_resumes_where_it_stopped(tmp_path, run_cli):
     store = tmp_path / "r.gpkg"
     args = [sys.executable, "-m", "engine.cli", "annotate", str(SAMPLE), str(US), "--out",

@@ -156,6 +156,17 @@ def block_layout(grid: TileGrid, blocks: list[Block]) -> dict:
 def predict_block(opts: AnnotateOptions, block: Block, piece: str | None,
                   tags: dict[str, str]) -> BlockResult:
     """The block's tiles read and predicted, their attention written to ``piece`` (a task)."""
+    failure = None
+    try:
+        return _predict_block(opts, block, piece, tags)
+    except TileLabelError as exc:
+        failure = type(exc)(str(exc))
+    raise failure  # outside the handler: no chained GDAL error, which cannot travel to the
+    #                client (it does not unpickle); the message names the problem
+
+
+def _predict_block(opts: AnnotateOptions, block: Block, piece: str | None,
+                   tags: dict[str, str]) -> BlockResult:
     plan = _worker_plan(opts)
     predictions = list(local_predictions(replace(opts, workers=1), plan,
                                          _worker_predictor(opts),
