@@ -383,12 +383,13 @@ def _keep_predicted(commits: TileCommits) -> None:
 
 def _stream(opts: AnnotateOptions, plan: AnnotatePlan,
             predictions: Iterator[Prediction | Checkpoint],
-            store: AnnotationStore, run_id: str, att_path: Path, counters: dict,
+            store: AnnotationStore, run_id: str, att_path: Path | None, counters: dict,
             reporter: Reporter, store_crs: CRS | None = None, already: int = 0) -> bool:
-    """Write every prediction (in any order) to the store and the attention raster; True
-    when an attention raster was written. With a ``store_crs`` other than the raster's,
-    each tile's polygon is reprojected into it. ``already``: tiles of the grid done by an
-    earlier run (resume), counted in the progress."""
+    """Write every prediction (in any order) to the store and the attention raster
+    ``att_path`` (None: the predictions' attention is written elsewhere, by a cluster's
+    workers); True when an attention raster was written. With a ``store_crs`` other than
+    the raster's, each tile's polygon is reprojected into it. ``already``: tiles of the
+    grid done by an earlier run (resume), counted in the progress."""
     info, grid, spec = plan.info, plan.grid, plan.spec
     reproject = store_crs is not None and store_crs != info.crs
     raster_crs = info.crs.to_string()
@@ -416,7 +417,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan,
                     float(p.valid_fraction[row]), p.probs[row], p.labels[row], shape,
                     raster_crs))
             commits.add(records)
-            if p.attention is not None and opts.attention and p.tiles:
+            if p.attention is not None and opts.attention and p.tiles and att_path:
                 if writer is None:
                     writer = _open_attention(att_path, info, grid, spec.labels,
                                              {"TILELABEL_RUN": run_id,

@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Callable, Iterator
 
 from engine.data.tiling import TileGrid
@@ -235,7 +233,7 @@ def annotate_on_cluster(client, job: ClusterRaster, store: AnnotationStore,
 
     already = sum(len(b.rows) for b in blocks if b.index in pieces) * len(plan.grid.j_range)
     _stream(opts, plan, _cluster_predictions(client, opts, todo, piece_of, tags, committed),
-            store, job.run_id, Path(os.devnull), counters, reporter, store_crs, already)
+            store, job.run_id, None, counters, reporter, store_crs, already)
     written = [(blocks[k].rows, gdal_path(p)) for k, p in sorted(pieces.items()) if p]
     if not opts.attention or not written:
         return None
