@@ -372,6 +372,33 @@ def local_predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Tile
         reader.close()
 
 
+class TileRecords:
+    """The store's records of a prediction's tiles: polygon (reprojected into a
+    ``store_crs`` other than the raster's), id, window, probabilities, labels."""
+
+    def __init__(self, plan: AnnotatePlan, store_crs: CRS | None) -> None:
+        info = plan.info
+        self.info, self.grid = info, plan.grid
+        self.store_crs = store_crs if store_crs is not None and store_crs != info.crs else None
+        self.raster_crs = info.crs.to_string()
+        self.key = raster_key(info.path)
+        self.source = (info.path if info.path.startswith("/vsi")
+                       else str(Path(info.path).resolve()))
+        self.gsd = float(np.mean(info.ground_resolution_m()))
+
+    def __call__(self, p: Prediction) -> list[TileRecord]:
+        info, out = self.info, []
+        for row, t in enumerate(p.tiles):
+            b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
+            shape = reprojected_box(b, info.crs, self.store_crs) if self.store_crs else None
+            out.append(TileRecord(
+                tile_id(self.key, self.grid, t), shape.bounds if shape else b, self.source,
+                (t.col, t.row, t.size_x, t.size_y), self.gsd,
+                t.is_edge(info.width, info.height), float(p.valid_fraction[row]),
+                p.probs[row], p.labels[row], shape, self.raster_crs))
+        return out
+
+
 def _keep_predicted(commits: TileCommits) -> None:
     """After a stop or a failure elsewhere (the attention raster), commit the tiles already
     predicted; if the store itself failed, what it refused stays out."""
@@ -391,15 +418,11 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan,
     the raster's, each tile's polygon is reprojected into it. ``already``: tiles of the
     grid done by an earlier run (resume), counted in the progress."""
     info, grid, spec = plan.info, plan.grid, plan.spec
-    reproject = store_crs is not None and store_crs != info.crs
-    raster_crs = info.crs.to_string()
-    key = raster_key(info.path)
-    source = info.path if info.path.startswith("/vsi") else str(Path(info.path).resolve())
-    gsd = float(np.mean(info.ground_resolution_m()))
+    records = TileRecords(plan, store_crs)
     writer: AttentionWriter | None = None
     commits = TileCommits(store, spec.model_id, run_id, counters)
     done, total = already, len(grid)
-    reporter.progress("predict", 0, total)
+    reporter.progress("predict", done, total)
     try:
         for p in predictions:
             if isinstance(p, Checkpoint):
@@ -407,16 +430,7 @@ def _stream(opts: AnnotateOptions, plan: AnnotatePlan,
                 p.record()
                 continue
             counters["skipped"] += p.n_read - len(p.tiles)
-            records = []
-            for row, t in enumerate(p.tiles):
-                b = window_bounds(Window(t.col, t.row, t.size_x, t.size_y), info.transform)
-                shape = reprojected_box(b, info.crs, store_crs) if reproject else None
-                records.append(TileRecord(
-                    tile_id(key, grid, t), shape.bounds if shape else b, source,
-                    (t.col, t.row, t.size_x, t.size_y), gsd, t.is_edge(info.width, info.height),
-                    float(p.valid_fraction[row]), p.probs[row], p.labels[row], shape,
-                    raster_crs))
-            commits.add(records)
+            commits.add(records(p))
             if p.attention is not None and opts.attention and p.tiles and att_path:
                 if writer is None:
                     writer = _open_attention(att_path, info, grid, spec.labels,
