@@ -10,17 +10,21 @@ writer never reads back and memory stays bounded.
 Values are stored to the nearest 1/4096 (``STEP``: far finer than a colour ramp shows)
 and compressed with ZSTD level 1 and the floating-point predictor: float32 maps at full
 precision hardly compress (34 MB for 17 labels over 729 tiles), rounded they take a
-quarter of that, and ZSTD 1 encodes them 5 x faster than DEFLATE 6 (measured in
-benchmarks/annotate_speed.py: the encoding was the largest cost of annotate besides the
-model). Every GDAL that QGIS ships (2.3 and later) reads ZSTD.
+quarter of that, and ZSTD 1 encodes them 5 x faster than DEFLATE 6 (profiled on the
+729-tile run of benchmarks/annotate_speed.py, docs/benchmarks.md: the encoding was the
+largest cost of annotate besides the model). Every GDAL that QGIS ships (2.3 and later)
+reads ZSTD.
+
+On a Dask cluster each block of tile rows is written by its worker as one piece on the
+same pixel grid (``AttentionFrame``), and ``write_attention_vrt`` joins the pieces.
 """
 from __future__ import annotations
 
 import math
-from xml.sax.saxutils import escape
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
