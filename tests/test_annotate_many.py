@@ -314,3 +314,39 @@ def test_a_url_attention_folder_without_a_cluster_is_refused(tmp_path, run_cli):
     res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "u.gpkg", "--attention-dir",
                   "s3://bucket/attention")
     assert res.code == 2 and "--cluster" in res.err and not (tmp_path / "u.gpkg").exists()
+
+
+@pytest.mark.parametrize("overlap", [0.0, 0.6])
+def test_attention_pieces_joined_by_a_vrt_are_the_whole_raster(tmp_path, overlap):
+    """What the cluster's workers write, block by block of tile rows, reads back through
+    its VRT as the one GeoTIFF this process would write (overlapping tiles included)."""
+    from rasterio.windows import Window
+
+    from engine.data.raster import open_raster
+    from engine.data.tiling import tile_grid
+    from engine.infer.attention_writer import AttentionFrame, AttentionWriter, write_attention_vrt
+    from engine.infer.cluster import row_blocks
+
+    info = open_raster(SAMPLE)
+    grid = tile_grid(info, Window(0, 0, info.width, info.height), 0.3, 96, overlap)
+    frame = AttentionFrame.of(info, grid)
+    rng = np.random.default_rng(0)
+    maps = {t: rng.random((3, 6, 6)).astype(np.float32) for t in grid}
+    whole = AttentionWriter(tmp_path / "whole.tif", frame, ["a", "b", "c"], {})
+    for t, m in maps.items():
+        whole.write(t, m)
+    whole.close()
+    blocks = row_blocks(grid, 2 * len(grid.j_range))
+    assert len(blocks) > 2
+    pieces = []
+    for b in blocks:
+        path = tmp_path / f"piece{b.index}.tif"
+        writer = AttentionWriter(path, frame, ["a", "b", "c"], {}, b.rows)
+        for t in grid.tiles_in_rows(b.rows):
+            writer.write(t, maps[t])
+        writer.close()
+        pieces.append((b.rows, str(path)))
+    write_attention_vrt(tmp_path / "joined.vrt", frame, ["a", "b", "c"], {}, pieces)
+    with rasterio.open(tmp_path / "joined.vrt") as got, rasterio.open(tmp_path / "whole.tif") as want:
+        assert got.descriptions == ("a", "b", "c") and got.transform == want.transform
+        assert np.array_equal(got.read(), want.read()) and (want.read() >= 0).all()
