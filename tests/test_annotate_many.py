@@ -210,6 +210,16 @@ def test_two_local_workers_give_the_sequential_store(tmp_path, run_cli):
             assert np.abs(got.read() - want.read()).max() <= 2 / 4096  # stored to 1/4096
 
 
+def test_a_re_run_with_every_raster_done_starts_no_cluster(tmp_path, run_cli):
+    store = tmp_path / "d.gpkg"
+    assert run_cli("annotate", SAMPLE, US, "--out", store).code == 0
+    # an address nothing listens on: reaching for a scheduler would fail the job
+    res = run_cli("annotate", SAMPLE, US, "--out", store, "--cluster", "tcp://127.0.0.1:9",
+                  "--json-progress")
+    assert res.code == 0, res.err
+    assert [r["outcome"] for r in _result(res.out)["rasters"]] == ["skipped", "skipped"]
+
+
 def test_a_worker_killed_mid_run_has_its_tiles_recomputed_and_written_once(tmp_path):
     import threading
     import time

@@ -16,6 +16,7 @@ annotated to the end, and on a cluster the finished blocks of the raster it stop
 """
 from __future__ import annotations
 
+import sqlite3
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -108,14 +109,26 @@ def run_annotate_many(rasters: list[str], opts: AnnotateOptions, reporter: Repor
     """Annotate every raster of ``rasters`` into ``opts.store``; the job's result payload
     (``failed`` counts the rasters that could not be annotated). ``cluster``: the workers
     of a Dask cluster read and predict (engine/infer/cluster.py)."""
-    if cluster is None:
-        return _run(rasters, opts, reporter, store_crs, None)
+    if cluster is None or _all_done(rasters, opts):
+        return _run(rasters, opts, reporter, store_crs, None)  # nothing for a cluster to do
     from engine.infer.cluster import cluster_client
 
     with cluster_client(cluster) as client:
         reporter.log(f"Dask cluster {cluster}: {len(client.scheduler_info()['workers'])} "
                      "workers")
         return _run(rasters, opts, reporter, store_crs, client)
+
+
+def _all_done(rasters: list[str], opts: AnnotateOptions) -> bool:
+    """Every raster already annotated to the end by this model (an earlier run's store)."""
+    if not Path(opts.store).is_file():
+        return False
+    try:
+        with AnnotationStore.open(opts.store) as store:
+            done = store.completed_rasters(read_spec(opts.model_dir).model_id)
+    except (TileLabelError, sqlite3.Error):
+        return False  # the job itself reports what is wrong with the store or model
+    return all(source_key(r) in done for r in rasters)
 
 
 def _run(rasters: list[str], opts: AnnotateOptions, reporter: Reporter,
