@@ -326,6 +326,15 @@ def test_a_url_attention_folder_without_a_cluster_is_refused(tmp_path, run_cli):
     assert res.code == 2 and "--cluster" in res.err and not (tmp_path / "u.gpkg").exists()
 
 
+def test_an_attention_url_the_workers_cannot_write_is_refused_before_any_cluster(tmp_path,
+                                                                                 run_cli):
+    # http(s) is read-only for fsspec; nothing listens at the address either
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "h.gpkg", "--cluster",
+                  "tcp://127.0.0.1:9", "--attention-dir", "https://example.org/attention")
+    assert res.code == 2 and "cannot write https://" in res.err, res.err
+    assert not (tmp_path / "h.gpkg").exists()
+
+
 @pytest.mark.parametrize("overlap", [0.0, 0.6])
 def test_attention_pieces_joined_by_a_vrt_are_the_whole_raster(tmp_path, overlap):
     """What the cluster's workers write, block by block of tile rows, reads back through

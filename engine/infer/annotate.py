@@ -197,7 +197,9 @@ def _open_attention(path: Path, info: RasterInfo, grid: TileGrid, labels: list[s
         raise write_failed(path, exc) from exc
 
 
-def _check_attention_dir(opts: AnnotateOptions) -> None:
+def check_attention_dir(opts: AnnotateOptions) -> None:
+    """The attention folder can be written (a folder, or an fsspec URL the workers can
+    write and GDAL read back); StoreError naming the fix if not."""
     folder = attention_folder(opts)
     if is_url(folder):
         check_folder(folder)
@@ -225,7 +227,7 @@ def open_job_predictor(opts: AnnotateOptions, reporter: Reporter) -> TilePredict
     once): all before the store is touched."""
     check_writable(opts.store)
     if opts.attention:
-        _check_attention_dir(opts)
+        check_attention_dir(opts)
     reporter.stage("loading model")
     return open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
 

@@ -26,8 +26,9 @@ from rasterio.errors import CRSError, RasterioError
 
 from engine.errors import JobInterrupted, TileLabelError
 from engine.infer.annotate import (AnnotateOptions, AnnotatePlan, _stream, attention_folder,
-                                   check_local_attention, check_options, job_store,
-                                   local_predictions, open_job_predictor, plan_annotation)
+                                   check_attention_dir, check_local_attention, check_options,
+                                   job_store, local_predictions, open_job_predictor,
+                                   plan_annotation)
 from engine.models.spec import read_spec
 from engine.progress import Reporter
 from engine.store import AnnotationStore
@@ -111,6 +112,8 @@ def run_annotate_many(rasters: list[str], opts: AnnotateOptions, reporter: Repor
     of a Dask cluster read and predict (engine/infer/cluster.py)."""
     if cluster is None or _all_done(rasters, opts):
         return _run(rasters, opts, reporter, store_crs, None)  # nothing for a cluster to do
+    if opts.attention:
+        check_attention_dir(opts)  # before a cluster is started or reached
     from engine.infer.cluster import cluster_client
 
     with cluster_client(cluster) as client:

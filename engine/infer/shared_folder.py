@@ -18,9 +18,10 @@ from typing import Iterator
 
 from engine.errors import StoreError
 
+# URL schemes the workers can write (fsspec) and GDAL can read back (its virtual file
+# systems); http(s) is read-only in fsspec, so it cannot be an attention folder.
 GDAL_PREFIXES = {"file": "", "s3": "/vsis3/", "gs": "/vsigs/", "gcs": "/vsigs/",
-                 "az": "/vsiaz/", "abfs": "/vsiaz/", "http": "/vsicurl/http://",
-                 "https": "/vsicurl/https://"}
+                 "az": "/vsiaz/", "abfs": "/vsiaz/"}
 
 
 def is_url(location: str) -> bool:
@@ -47,9 +48,9 @@ def check_folder(folder: str) -> None:
         return
     scheme = folder.split("://", 1)[0]
     if scheme not in GDAL_PREFIXES:
-        raise StoreError(f"--attention-dir {folder}: GDAL cannot read {scheme}:// (it reads "
-                         f"{', '.join(s + '://' for s in GDAL_PREFIXES)}); give one of those "
-                         "or a shared folder")
+        raise StoreError(f"--attention-dir {folder}: the workers cannot write {scheme}:// "
+                         f"for GDAL to read back (use {', '.join(s + '://' for s in GDAL_PREFIXES)}"
+                         ") or give a shared folder")
     try:
         import fsspec
         fsspec.get_filesystem_class(scheme)
