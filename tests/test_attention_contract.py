@@ -4,6 +4,8 @@ map is brighter than an absent one's on the same tile, and one tile's map does n
 on the other tiles of its batch or on its own maximum."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -13,8 +15,10 @@ from conftest import DATA
 from engine.models.attention import map_correlation
 
 UCM = f"ucmerced:{DATA / 'ucmerced_mini'}"
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 ARCHS = [("gap-linear", []), ("mlgcn", []), ("srdl", []), ("cma", []), ("ms-cma", []),
-         ("deeplift", ["--variant", "agcn"]), ("cmgm", [])]
+         ("deeplift", ["--variant", "agcn"]), ("cmgm", []),
+         ("deeplift", ["--recipe", str(RECIPES / "deeplift.toml")])]  # label-specific term
 QUICK = ["--epochs", "3", "--image-size", "128", "--batch-size", "16", "--freeze-backbone",
          "--lr", "3e-3"]
 
@@ -34,7 +38,8 @@ def tiles():
     return _tiles(128)
 
 
-@pytest.fixture(scope="module", params=ARCHS, ids=[a for a, _ in ARCHS])
+@pytest.fixture(scope="module", params=ARCHS,
+                ids=[a + ("-recipe" if "--recipe" in e else "") for a, e in ARCHS])
 def trained(request, tmp_path_factory):
     from engine.cli import main
 

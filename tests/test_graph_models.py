@@ -66,6 +66,33 @@ def test_deeplift_lift_maps_are_label_embeddings_times_features():
     assert m_c.shape == (1, len(LABELS)) and bool(((m_c > 0) & (m_c < 1)).all())
 
 
+def test_deeplift_label_specific_term_scores_each_label_from_its_own_channel():
+    model = build("deeplift", request(variant="agcn", label_loss=0.5)).train()
+    with torch.no_grad():
+        model.own_label.log_scale.fill_(np.log(2.0))
+        model.own_label.bias.copy_(torch.arange(len(LABELS), dtype=torch.float32))
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    a = model.lift_maps(model.backbone(x))
+    a_att = model.channel_attention(a)[:, :, None, None] * a
+    own = 2.0 * (a_att.mean(dim=(2, 3)) + a_att.amax(dim=(2, 3))) / 2 + model.own_label.bias
+    torch.testing.assert_close(out.aux["own_label_logits"], own)
+    y = torch.zeros(2, len(LABELS))
+    y[0, 1] = 1
+    expected = 0.5 * torch.nn.functional.binary_cross_entropy_with_logits(own, y)
+    torch.testing.assert_close(model.extra_losses(out, y)["own_label"], expected)
+    # the analyst's map: channel c's score of a tile made of that location alone
+    located = torch.sigmoid(2.0 * a_att + model.own_label.bias[:, None, None])
+    torch.testing.assert_close(out.attention, located * torch.sigmoid(out.logits)[..., None, None])
+
+
+def test_deeplift_without_the_term_is_the_papers_eq8_alone():
+    model = build("deeplift", request(variant="agcn")).train()
+    out = model(torch.randn(1, 3, 64, 64))
+    assert model.own_label is None and model.extra_losses(out, torch.ones(1, len(LABELS))) == {}
+    assert not any("own_label" in k for k in model.state_dict())  # older model files load
+
+
 @pytest.mark.parametrize("arch,lr", [("deeplift", 1e-2), ("mlgcn", 1e-2), ("srdl", 1e-2)])
 def test_graph_models_train_with_decreasing_loss(arch, lr):
     import dataclasses

@@ -19,9 +19,21 @@ initialisation (std 0.001 across images against 0.22 for gap-linear, GCN gradien
 values of std 13-56 on ImageNet features and diverged at lr 1e-2. Unit-length rows also
 stop the GCN's over-smoothing from shrinking some labels' maps to nothing.
 
-Attention for the analyst: sigmoid(A_att), each label's channel-attended LIFT map read as
-the logit of that location matching the label (a fixed curve, no per-tile min-max),
-weighted by the label's probability (engine/models/attention.py).
+Label-specific term (``label_loss`` > 0; recipes/deeplift.toml sets 1.0; 0, the paper's
+Eq. 8 alone, is the default of a model built without it). The prediction MLP mixes the C
+channels, so nothing in Eq. 8 ties channel c of A_att to label c: trained by Eq. 8 alone,
+the tanks channel was negative on NWPU tanks (mean -4.7) and an absent label's channel
+peaked on the crop's object as often as the label's own (pointing 0.51, minus absent
++0.06). The paper's claim, each LIFT map the correspondence between one label and its
+regions, is then made a training signal: each channel also scores its own label,
+s_c = exp(k_c) (avg A_att[c] + max A_att[c]) / 2 + b_c (the two views of Eq. 6-7, one
+scale and bias per label), with a BCE of weight ``label_loss`` beside Eq. 8. The
+prediction stays the paper's MLP.
+
+Attention for the analyst: with the label-specific term, exp(k_c) A_att[c](x) + b_c, the
+score s_c of a tile whose every location looked like x (as gap-linear's CAM is its logit
+per location), through a sigmoid; without it, sigmoid(A_att[c]). Either is a fixed curve
+(no per-tile min-max), weighted by the label's probability (engine/models/attention.py).
 """
 from __future__ import annotations
 
@@ -52,6 +64,7 @@ class DeepLiftConfig:
     label_graph: dict | None = None
     agcn_dims: tuple[int, ...] = (1024,)
     rgcn_dims: tuple[int, ...] = (512, 1024)
+    label_loss: float = 0.0   # weight of the label-specific term (docstring); 0 = Eq. 8 alone
 
 
 def normalised_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
@@ -101,6 +114,23 @@ class ChannelAttention(nn.Module):
         return torch.sigmoid(self.mlp(a.mean(dim=(2, 3))) + self.mlp(a.amax(dim=(2, 3))))
 
 
+class OwnLabelScore(nn.Module):
+    """s_c = exp(k_c) (avg A_att[c] + max A_att[c]) / 2 + b_c: channel c scores label c."""
+
+    def __init__(self, n_labels: int) -> None:
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.zeros(n_labels))
+        self.bias = nn.Parameter(torch.zeros(n_labels))
+
+    def forward(self, a_att: torch.Tensor) -> torch.Tensor:
+        pooled = (a_att.mean(dim=(2, 3)) + a_att.amax(dim=(2, 3))) / 2
+        return self.log_scale.exp() * pooled + self.bias
+
+    def per_location(self, a_att: torch.Tensor) -> torch.Tensor:
+        """s_c of a tile made of location x alone (avg = max = A_att[c](x)): [B, C, H, W]."""
+        return self.log_scale.exp()[:, None, None] * a_att + self.bias[:, None, None]
+
+
 class DeepLift(nn.Module):
     def __init__(self, cfg: DeepLiftConfig) -> None:
         super().__init__()
@@ -112,6 +142,8 @@ class DeepLift(nn.Module):
         c = cfg.n_labels
         self.classifier = nn.Sequential(nn.Linear(2 * c, 2 * c), nn.ReLU(), nn.Linear(2 * c, c))
         self.gain = nn.Parameter(torch.ones(()))  # the re-embeddings' length (docstring)
+        self.label_loss = cfg.label_loss
+        self.own_label = OwnLabelScore(c) if cfg.label_loss > 0 else None
 
     def lift_maps(self, feats: torch.Tensor) -> torch.Tensor:
         """A = L F (Eq. 5): [B, C, H, W]."""
@@ -124,5 +156,17 @@ class DeepLift(nn.Module):
         a_att = m_c[:, :, None, None] * a                                   # Eq. 7
         pooled = torch.cat([a_att.mean(dim=(2, 3)), a_att.amax(dim=(2, 3))], dim=1)
         logits = self.classifier(pooled)
-        attention = presence_weighted(torch.sigmoid(a_att.detach()), logits)
-        return ModelOutput(logits, attention, {"channel_attention": m_c})
+        aux = {"channel_attention": m_c}
+        if self.own_label is None:
+            maps = torch.sigmoid(a_att.detach())
+        else:
+            aux["own_label_logits"] = self.own_label(a_att)
+            maps = torch.sigmoid(self.own_label.per_location(a_att.detach()))
+        return ModelOutput(logits, presence_weighted(maps, logits), aux)
+
+    def extra_losses(self, out: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The label-specific term (docstring), added to the trainer's Eq. 8."""
+        if "own_label_logits" not in out.aux:
+            return {}
+        return {"own_label": self.label_loss * F.binary_cross_entropy_with_logits(
+            out.aux["own_label_logits"].float(), targets)}

@@ -69,6 +69,7 @@ def _deeplift(r: BuildRequest) -> nn.Module:
         backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
         variant=r.arch_config.get("variant", "agcn"),
         tau=float(r.arch_config.get("tau", DEEPLIFT_TAU)),
+        label_loss=float(r.arch_config.get("label_loss", 0.0)),
         label_embeddings=r.label_embeddings, label_graph=r.label_graph))
 
 
