@@ -63,6 +63,17 @@ def test_onnx_runtime_matches_pytorch_on_real_tiles(arch, variant, ucm, tmp_path
     assert np.abs(p_ref - p_ref.mean(0)).max() > 1e-3
 
 
+def test_onnx_runtime_matches_pytorch_for_deeplift_with_its_label_specific_term(ucm, tmp_path):
+    targets = np.stack([s.target for s in ucm.samples])
+    model_dir = blank_model_dir("deeplift", "agcn", list(ucm.labels), targets, tmp_path / "m",
+                                extra_config={"label_loss": 1.0})
+    onnx, ref = open_predictor(model_dir, "onnx", "cpu"), open_predictor(model_dir, "torch", "cpu")
+    batch = _real_batch(ref.spec, UCM)
+    (p_onnx, a_onnx), (p_ref, a_ref) = onnx(batch), ref(batch)
+    assert onnx.runtime == "onnx" and np.abs(p_onnx - p_ref).max() < PROB_TOL
+    assert np.abs(a_onnx - a_ref).max() < ATTENTION_TOL
+
+
 def _gap_linear_dir(ucm, folder: Path, seed: int = 0) -> Path:
     targets = np.stack([s.target for s in ucm.samples])
     return blank_model_dir("gap-linear", None, list(ucm.labels), targets, folder, seed=seed)

@@ -24,7 +24,8 @@ S2_BANDS = ["B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09"
 
 
 def blank_model_dir(arch: str, variant: str | None, labels: list[str], targets: np.ndarray,
-                   out: Path, px: int = 96, seed: int = 0) -> Path:
+                   out: Path, px: int = 96, seed: int = 0,
+                   extra_config: dict | None = None) -> Path:
     rng = np.random.default_rng(seed)
     if arch == "kbranch":
         px, gsd = 120, 10.0  # a BigEarthNet patch: 1.2 km, groups of 120, 60 and 20 px
@@ -34,6 +35,7 @@ def blank_model_dir(arch: str, variant: str | None, labels: list[str], targets: 
         config = {"backbone": "resnet50" if arch == "resnet" else "efficientnet_lite0"}
     if variant:
         config["variant"] = variant
+    config.update(extra_config or {})
     emb = rng.standard_normal((len(labels), 384))
     spec = ModelSpec(model_id=f"{arch}-{variant or 'default'}", arch=arch, labels=labels,
                      bands=bands, gsd_m=gsd, tile_px=px, mean=[0.4] * len(bands),
