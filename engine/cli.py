@@ -181,7 +181,8 @@ _TRAIN_FLAGS = {"arch": "arch", "backbone": "backbone", "epochs": "epochs",
                 "batch_size": "batch_size", "image_size": "image_px", "lr": "lr",
                 "weight_decay": "weight_decay", "schedule": "schedule",
                 "grad_clip": "grad_clip", "loss": "loss", "patience": "patience",
-                "seed": "seed", "device": "device", "workers": "workers",
+                "seed": "seed", "split_seed": "split_seed", "device": "device",
+                "workers": "workers",
                 "model_id": "model_id"}
 _TRAIN_SWITCHES = {"no_pretrained": ("pretrained", False), "no_amp": ("amp", False),
                    "freeze_backbone": ("freeze_backbone", True),
@@ -412,7 +413,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--patience", type=int, default=hp, help="early stopping: epochs without "
                    "a better validation mAP (default 5)")
     t.add_argument("--seed", type=int, default=hp,
-                   help="seeds the split, shuffling, augmentation (default 0)")
+                   help="seeds the new layers' weights, shuffling and augmentation "
+                   "(default 0); the split stays --split-seed's")
+    t.add_argument("--split-seed", type=int, default=hp,
+                   help="seeds the train/val/test split (default 0): keep it fixed to "
+                   "compare seeds on the same split")
     t.add_argument("--init-from", help="fine-tune from this model directory")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the model already in "

@@ -170,3 +170,23 @@ def test_graph_command_writes_json_and_png(tmp_path, run_cli):
     doc = json.loads((tmp_path / "g.json").read_text())
     assert {"from": "ship", "to": "water"} in [{k: e[k] for k in ("from", "to")} for e in doc["edges"]]
     assert (tmp_path / "g.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_seed_changes_the_weights_but_not_the_split_and_split_seed_changes_the_split(
+        tmp_path):
+    from engine.cli import main
+
+    def run(name: str, *seeds: str) -> tuple[dict, dict]:
+        out = tmp_path / name
+        assert main(["train", "--dataset", UCM, "--out", str(out), "--epochs", "1", *FAST,
+                     *seeds]) == 0
+        return json.loads((out / "model.json").read_text()), load_file(out / "model.safetensors")
+
+    spec0, weights0 = run("seed0")  # seed 0, split seed 0
+    spec1, weights1 = run("seed1", "--seed", "1")
+    spec2, _ = run("split1", "--split-seed", "1")
+    assert spec1["training"]["train_images"] == spec0["training"]["train_images"]
+    assert (spec1["training"]["seed"], spec1["training"]["split_seed"]) == (1, 0)
+    head = [k for k in weights1 if not k.startswith("backbone.")]
+    assert any(not np.allclose(weights0[k], weights1[k]) for k in head)
+    assert spec2["training"]["train_images"] != spec0["training"]["train_images"]

@@ -75,7 +75,8 @@ class TrainConfig:
     grad_clip: float = 5.0
     loss: str = "bce"
     patience: int = 5
-    seed: int = 0
+    seed: int = 0                     # the new layers' weights, shuffling, augmentation
+    split_seed: int = 0               # the train/val/test split (the same for every seed)
     device: str = "auto"
     amp: bool = True
     workers: int = 0
@@ -154,8 +155,8 @@ class Trainer:
         self.fine_tuning = init_from is not None
         parent_model, parent = (load_model(init_from) if init_from else (None, None))
         labels = _check_vocabularies(datasets, parent)
-        self.train_items = _items(datasets, "train", cfg.seed)
-        self.val_items = _items(datasets, "val", cfg.seed)
+        self.train_items = _items(datasets, "train", cfg.split_seed)
+        self.val_items = _items(datasets, "val", cfg.split_seed)
         for name, items in (("train", self.train_items), ("val", self.val_items)):
             if not items and not (name == "val" and cfg.allow_no_val):
                 raise TileLabelError(f"the {name} split of {', '.join(map(repr, datasets))} is "
@@ -415,7 +416,8 @@ class Trainer:
                              "val_per_class": state.get("best_per_class", {})}
         self.spec.training = {
             "datasets": [f"{d.kind}:{d.root}" for d in self.datasets],
-            "split_seed": cfg.seed, "n_train": len(self.train_items), "n_val": len(self.val_items),
+            "split_seed": cfg.split_seed, "seed": cfg.seed,
+            "n_train": len(self.train_items), "n_val": len(self.val_items),
             "train_images": sorted(s.name for _, s in self.train_items),
             "config": asdict(cfg), "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"] + 1, "history": state["history"],
