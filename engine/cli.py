@@ -570,24 +570,31 @@ def main(argv: list[str] | None = None) -> int:
         code = args.func(args, reporter)
         interrupt.raise_if_requested()  # a stop whose raise was swallowed is still a stop
         return code
-    except TileLabelError as exc:
-        if args.debug:
-            traceback.print_exc()
-        reporter.error(str(exc), exc.exit_code)
-        return exc.exit_code
-    except (sqlite3.Error, OSError) as exc:
-        known = environment_error(exc, args)
-        if known is None:
-            return _internal_error(exc, args.debug, reporter)
-        if args.debug:
-            traceback.print_exc()
-        reporter.error(str(known), known.exit_code)
-        return known.exit_code
     except (JobInterrupted, KeyboardInterrupt):
-        reporter.error("interrupted; the store keeps every tile written before the stop", 130)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - last resort: report, never die silently
+        return _interrupted(reporter)
+    except Exception as exc:  # noqa: BLE001 - reported below, never die silently
+        if interrupt.requested():
+            # the stop's raise, turned into another error by the code it landed in (an
+            # extension module's import reports "ImportError: initialization failed")
+            return _interrupted(reporter)
+        return _report(exc, args, reporter)
+
+
+def _interrupted(reporter: Reporter) -> int:
+    reporter.error("interrupted; the store keeps every tile written before the stop", 130)
+    return 130
+
+
+def _report(exc: Exception, args: argparse.Namespace, reporter: Reporter) -> int:
+    """The exit code of a failed job, its error reported in the analyst's words."""
+    if isinstance(exc, (sqlite3.Error, OSError)) and not isinstance(exc, TileLabelError):
+        exc = environment_error(exc, args) or exc
+    if not isinstance(exc, TileLabelError):
         return _internal_error(exc, args.debug, reporter)
+    if args.debug:
+        traceback.print_exc()
+    reporter.error(str(exc), exc.exit_code)
+    return exc.exit_code
 
 
 def _internal_error(exc: Exception, debug: bool, reporter: Reporter) -> int:

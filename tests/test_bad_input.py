@@ -346,6 +346,40 @@ def test_sigterm_in_the_first_moments_exits_130(tmp_path):
         assert proc.returncode == 130, delay
 
 
+def test_a_stop_turned_into_an_import_error_still_exits_130(monkeypatch, capsys):
+    """A SIGTERM landing in an extension module's import comes out as "ImportError:
+    initialization failed" (seen 0.4-0.5 s into an annotate job under load); with the stop
+    requested it is the stop, not an internal error."""
+    import signal
+
+    from engine import cli, interrupt
+
+    def import_hit_by_the_signal(args, reporter):
+        try:
+            cli._raise_interrupt(signal.SIGTERM, None)
+        except BaseException as exc:  # noqa: BLE001 - what the import machinery does
+            raise ImportError("initialization failed") from exc
+
+    parser = cli.build_parser()
+    real_parse = parser.parse_args
+
+    def parse_into_the_hit_job(argv):
+        args = real_parse(argv)
+        args.func = import_hit_by_the_signal
+        return args
+
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    monkeypatch.setattr(parser, "parse_args", parse_into_the_hit_job)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        code = cli.main(["annotate", str(SAMPLE), "--out", "x.gpkg"])
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        interrupt.clear()
+    assert code == 130
+    assert "interrupted" in capsys.readouterr().err
+
+
 def test_a_stop_whose_raise_is_swallowed_still_stops_the_job_with_130(tmp_path, monkeypatch):
     """Python drops an exception raised inside a finaliser; a SIGTERM landing there must
     still stop the job (interrupt.py): the next progress step raises, the run is recorded
