@@ -587,7 +587,7 @@ def _interrupted(reporter: Reporter) -> int:
 
 def _report(exc: Exception, args: argparse.Namespace, reporter: Reporter) -> int:
     """The exit code of a failed job, its error reported in the analyst's words."""
-    if isinstance(exc, (sqlite3.Error, OSError)) and not isinstance(exc, TileLabelError):
+    if isinstance(exc, (sqlite3.Error, OSError)):
         exc = environment_error(exc, args) or exc
     if not isinstance(exc, TileLabelError):
         return _internal_error(exc, args.debug, reporter)
