@@ -210,32 +210,59 @@ def test_gradients_reach_only_the_parameter_group_of_the_schedule_step(phase):
     assert torch.equal(bn.running_mean, running_mean) == (phase != "features")
 
 
-def test_schedule_alternates_then_trains_the_reasoning_module():
+def test_schedule_pretrains_the_cnn_then_alternates_then_trains_the_reasoning_module():
     model = tiny_cmgm()
-    phases = [model.phase_of(epoch, step, epochs=4) for epoch in range(4) for step in range(3)]
-    assert phases[:6] == ["features", "grouping", "alignment"] * 2   # 60 % of 4 epochs
-    assert phases[6:] == ["reasoning"] * 6
+    assert model.training_stages(12) == [5, 4, 3]        # 40 % / 35 % / the rest
+    phases = [model.phase_of(epoch, epoch * 3 + step, epochs=12)
+              for epoch in range(12) for step in range(3)]
+    assert phases[:15] == ["pretrain"] * 15
+    assert phases[15:27] == ["features", "grouping", "alignment"] * 4
+    assert phases[27:] == ["reasoning"] * 9
+    # the grouping is clustered on the pre-trained CNN's features, before stage 1
+    assert model.preparation_epoch(12) == 5
+    # short runs keep one epoch for each of stages 1 and 2
+    assert model.training_stages(2) == [0, 1, 1]
+    assert model.training_stages(3) == [1, 1, 1]
 
 
-def test_the_trainer_cycles_phases_across_epochs_of_a_single_step(tmp_path, monkeypatch):
+def test_the_pretrain_step_trains_the_cnn_and_v_only():
+    model = tiny_cmgm()
+    model.train()
+    model.set_phase("pretrain")
+    out: ModelOutput = model(torch.randn(3, 3, 64, 64))
+    y = torch.tensor(TABLE[:3], dtype=torch.float32)
+    assert model.extra_losses(out, y) == {}               # the trainer's BCE on V alone
+    F.binary_cross_entropy_with_logits(out.logits, y).backward()
+    for name, params in model.parameter_groups().items():
+        got = any(p.grad is not None and bool(p.grad.abs().sum() > 0) for p in params)
+        assert got == (name in ("features", "classifier")), name
+
+
+def test_the_trainer_runs_the_stages_and_clusters_after_the_cnn(tmp_path, monkeypatch):
     from conftest import DATA
     from engine.data.datasets import open_dataset
     from engine.progress import Reporter
     from engine.train.trainer import Trainer, TrainConfig
 
     seen: list[str] = []
-    original = CMGM.set_phase
+    original, prepare = CMGM.set_phase, CMGM.prepare_from_data
     monkeypatch.setattr(CMGM, "set_phase", lambda self, p: (seen.append(p), original(self, p)))
-    cfg = TrainConfig(arch="cmgm", epochs=4, batch_size=256, image_px=64, device="cpu",
-                      freeze_backbone=True, pretrained=False, patience=4,
-                      arch_config={"alternating_fraction": 0.75, "channels": 16,
-                                   "lstm_hidden": 16, "embed_dim": 16, "fc_hidden": 8})
+    monkeypatch.setattr(CMGM, "prepare_from_data",
+                        lambda self, x: (seen.append("cluster"), prepare(self, x)))
+    cfg = TrainConfig(arch="cmgm", epochs=6, batch_size=256, image_px=64, device="cpu",
+                      freeze_backbone=True, pretrained=False, patience=6,
+                      arch_config={"pretrain_fraction": 0.34, "alternating_fraction": 0.5,
+                                   "channels": 16, "lstm_hidden": 16, "embed_dim": 16,
+                                   "fc_hidden": 8})
     trainer = Trainer(cfg, [open_dataset(f"ucmerced:{DATA / 'ucmerced_mini'}")], tmp_path,
                       Reporter(json_lines=True, stream=open(os.devnull, "w")))
     trainer.run()
-    # one step per epoch: the W1 / grouping / W2 cycle still runs on across epochs (and the
-    # arch_config's alternating_fraction reached the model: 3 of 4 epochs in stage 1)
-    assert seen == ["features", "grouping", "alignment", "reasoning"]
+    # one step per epoch: two CNN epochs, the clustering, then the W1 / grouping / W2
+    # cycle runs on across epochs of one step each, then the LSTM (the arch_config's
+    # fractions reached the model)
+    assert seen[:3] == ["pretrain", "pretrain", "cluster"]
+    assert sorted(seen[3:6]) == ["alignment", "features", "grouping"]
+    assert seen[6:] == ["reasoning"]
     model = trainer.model   # afterwards, everything the optimiser held is trainable again
     assert all(p.requires_grad for n, p in model.named_parameters() if not n.startswith("backbone"))
     assert not any(p.requires_grad for p in model.backbone.parameters())
@@ -244,7 +271,7 @@ def test_the_trainer_cycles_phases_across_epochs_of_a_single_step(tmp_path, monk
 def test_frozen_backbone_stays_frozen_in_every_phase():
     model = tiny_cmgm()
     model.backbone.requires_grad_(False)
-    for phase in ("features", "grouping", "alignment", "reasoning"):
+    for phase in ("pretrain", "features", "grouping", "alignment", "reasoning"):
         model.set_phase(phase)
         assert not any(p.requires_grad for p in model.backbone.parameters())
 

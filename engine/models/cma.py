@@ -157,12 +157,13 @@ class CMA(nn.Module):
             raise ModelFileError("CMA needs the label graph in model.json (train it with "
                                  "'tilelabel train --arch cma')")
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
-        if not hasattr(self.backbone, "STAGE_OUTPUTS"):
-            raise ModelFileError("CMA/MS-CMA runs on the efficientnet_lite0 backbone here")
+        if not hasattr(self.backbone, "stage_outputs"):
+            raise ModelFileError("CMA/MS-CMA runs on an efficientnet_lite backbone here "
+                                 "(--backbone efficientnet_lite0, _lite1 or _lite2)")
         self.stages = ("stride16", "stride32") if cfg.multi_scale else ("stride32",)
         embeddings, self.asge_losses = fit_asge(cfg.label_graph, cfg.n_labels)
         self.register_buffer("label_embeddings", embeddings)  # kept in the weights
-        self.heads = nn.ModuleDict({s: CrossModalityHead(self.backbone.STAGE_OUTPUTS[s][1],
+        self.heads = nn.ModuleDict({s: CrossModalityHead(self.backbone.stage_outputs[s][1],
                                                          cfg.n_labels, ASGE_DIM)
                                     for s in self.stages})
 

@@ -50,6 +50,14 @@ def gather(obj: object, ctx: DistContext) -> list:
     return out
 
 
+def broadcast_state(model: torch.nn.Module, ctx: DistContext) -> None:
+    """Rank 0's parameters and buffers on every rank (after a data-driven initialisation)."""
+    if not ctx.enabled:
+        return
+    for tensor in [*model.parameters(), *model.buffers()]:
+        dist.broadcast(tensor.data, src=0)
+
+
 def shutdown(ctx: DistContext) -> None:
     if ctx.enabled and dist.is_initialized():
         dist.barrier()

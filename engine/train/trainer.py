@@ -7,7 +7,9 @@ per epoch; the epoch with the best validation mAP (macro) is kept, and training 
 early after ``patience`` epochs without improvement.
 
 Optional model hooks (CM-GM uses them all):
-- ``prepare_from_data(images)``: initialise from training images before the first epoch;
+- ``prepare_from_data(images)``: initialise from training images before the epoch that
+  ``preparation_epoch(epochs)`` names (the first one if the model does not say; CM-GM:
+  the first epoch after its CNN is pre-trained, so it clusters trained features);
 - ``training_stages(epochs)``: epoch counts of successive stages; the learning-rate
   schedule restarts at each, and only last-stage epochs can be kept as best;
 - ``schedule_step(epoch, step, epochs)`` before each training step (``step`` counted
@@ -46,7 +48,8 @@ from engine.progress import Reporter
 from engine.store.annotation_store import check_label_names
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
 from engine.train.output_dir import CHECKPOINT, check_output_dir, publish, staging_dir
-from engine.train.distributed import DistContext, gather, init_distributed, shutdown
+from engine.train.distributed import (DistContext, broadcast_state, gather, init_distributed,
+                                      shutdown)
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
 from engine.train.losses import build_loss
@@ -109,8 +112,9 @@ def stage_of(model: nn.Module, epoch: int, epochs: int) -> tuple[int, int, bool]
     """(first epoch, length, is the last stage) of the training stage holding ``epoch``.
 
     Most models train in one stage. A model with ``training_stages(epochs)`` (a list of
-    epoch counts; CM-GM: alternating stage, then the LSTM predictor) restarts the learning
-    rate schedule at each stage, and only epochs of its last stage can be kept as best."""
+    epoch counts; CM-GM: the CNN, the alternating stage, then the LSTM predictor) restarts
+    the learning rate schedule at each stage, and only epochs of its last stage can be kept
+    as best."""
     stages = model.training_stages(epochs) if hasattr(model, "training_stages") else [epochs]
     start = 0
     for i, length in enumerate(stages):
@@ -118,6 +122,12 @@ def stage_of(model: nn.Module, epoch: int, epochs: int) -> tuple[int, int, bool]
             return start, length, i == len(stages) - 1
         start += length
     return start, 0, True
+
+
+def preparation_epoch(model: nn.Module, epochs: int) -> int:
+    """The epoch before which ``prepare_from_data`` runs (0 unless the model says)."""
+    hook = getattr(model, "preparation_epoch", None)
+    return hook(epochs) if hook is not None else 0
 
 
 def _items(datasets: list[MultiLabelDataset], split: str, seed: int) -> list[tuple[MultiLabelDataset, Sample]]:
@@ -238,8 +248,6 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         cfg, main = self.cfg, self.ctx.is_main
         model = self.model.to(self.device)
-        if not (self.resume or self.fine_tuning):
-            self._prepare(model)
         optimizer = self._optimizer(model)
         net = (nn.parallel.DistributedDataParallel(
             model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
@@ -266,6 +274,8 @@ class Trainer:
         for epoch in range(state["epoch"] + 1, cfg.epochs):
             if state["stale"] >= cfg.patience:
                 break
+            if epoch == preparation_epoch(model, cfg.epochs) and not self.fine_tuning:
+                self._prepare(model)  # a resumed run past this epoch has it in its weights
             torch.manual_seed(cfg.seed * 104_729 + epoch)
             train_view.epoch = epoch
             start, length, last_stage = stage_of(model, epoch, cfg.epochs)
@@ -351,6 +361,7 @@ class Trainer:
         view = self._view(self.train_items[:n_images], False)
         torch.manual_seed(self.cfg.seed)
         prepare(torch.stack([view[i][0] for i in range(len(view))]).to(self.device))
+        broadcast_state(model, self.ctx)  # every rank starts the stage from rank 0's result
 
     def _calibrate(self, net: nn.Module, view: TrainingView, state: dict[str, Any]) -> None:
         """Per-label thresholds from the kept model's validation scores (each label's best

@@ -12,12 +12,13 @@ from torch import nn
 
 from engine.errors import ModelFileError
 from engine.models.backbones.efficientnet_lite import (
-    EfficientNetLite0,
+    LITE_VARIANTS,
+    EfficientNetLite,
     adapt_first_conv,
-    pretrained_efficientnet_lite0,
+    pretrained_efficientnet_lite,
 )
 
-BACKBONES = ("efficientnet_lite0", "resnet50", "resnet101")
+BACKBONES = (*LITE_VARIANTS, "resnet50", "resnet101")
 
 
 class ResNetFeatures(nn.Module):
@@ -75,12 +76,13 @@ def _read_resnet_weights(path: Path) -> dict[str, torch.Tensor]:
 def build_backbone(name: str, in_bands: int, pretrained: bool = False,
                    weights_file: Path | None = None) -> nn.Module:
     """Build a backbone by name; ``pretrained`` loads offline ImageNet weights."""
-    if name == "efficientnet_lite0":
-        return pretrained_efficientnet_lite0(in_bands) if pretrained else EfficientNetLite0(in_bands)
+    if name in LITE_VARIANTS:
+        return (pretrained_efficientnet_lite(name, in_bands) if pretrained
+                else EfficientNetLite(name, in_bands))
     if name in ("resnet50", "resnet101"):
         if pretrained and weights_file is None:
             raise ModelFileError(
                 f"{name} ImageNet weights are not packaged; pass a local weights file "
-                "with --backbone-weights FILE.safetensors, or use the efficientnet_lite0 backbone")
+                "with --backbone-weights FILE.safetensors, or use an efficientnet_lite backbone (weights packaged)")
         return ResNetFeatures(int(name[6:]), in_bands, weights_file if pretrained else None)
     raise ModelFileError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")

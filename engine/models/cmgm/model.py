@@ -21,26 +21,34 @@ Forward pass (Figure 3):
    LSTM's scores into the model's probabilities. While training, ``logits`` are V's, so
    the trainer's BCE trains the classifier; the other losses come from ``extra_losses``.
 
-Training (Section 3.3 and 4.1.2; ``schedule_step`` is called by the trainer each step):
-- stage 1, the first ``alternating_fraction`` of the epochs (at least one): steps cycle
-  through the three groups of Section 3.3, each trained with the others fixed:
+Training (Sections 3.1, 3.3, 3.4 and 4.1.2; ``schedule_step`` is called by the trainer
+each step), three stages whose learning-rate schedules each restart (``training_stages``):
+- stage 0, the first ``pretrain_fraction`` of the epochs: the "pre-trained CNN" of
+  Section 3.4, trained as a plain multi-label classifier: W1 (the backbone and its 1x1
+  layer) and V with the trainer's BCE on V's logits, every step ("pretrain"). MA-CNN, whose
+  grouping RMAM takes, clusters the channels of a CNN trained on the task, and CM-GM's V
+  is "the pre-trained CNN predictor" (Eq. 1, Section 3.4). Without this stage W1 learned in
+  one step of three of stage 1 only and was frozen after it: the fine-tuned model scored
+  val OF1 / CF1 / mAP 0.776 / 0.676 / 0.795, below its 5-epoch frozen-backbone run.
+- stage 1, the next ``alternating_fraction`` of the epochs (at least one): the channel
+  grouping is initialised from peak-response clustering of the trained F
+  (``prepare_from_data``, which the trainer calls before this stage's first epoch:
+  ``preparation_epoch``), then steps cycle through the three groups of Section 3.3, each
+  trained with the others fixed:
     "features"  W1: BCE (trainer) + part-label BCE (Eq. 1's response) + grouping loss
     "grouping"  the channel-grouping FCs (and map sharpness): grouping + part-label BCE
     "alignment" W2 + the GCN W_G: the hinge rank loss (Eq. 6)
-  The classifier V is the paper's separately "pre-trained CNN" predictor, not one of the
-  three alternating groups: it learns from the trainer's BCE in every step.
-- stage 2, the remaining epochs: the convolutional layers (backbone, W1), grouping and
-  W2 frozen (batch-norm statistics too); the "reasoning" module (the LSTM and its label
-  mapping, with the classifier V) learns with BCE on its scores. The paper uses SGD for stage 1 and a fresh Adam run for stage 2; here
-  the trainer's AdamW serves both, its learning-rate schedule restarting at stage 2
-  (``training_stages``), and only stage-2 epochs can be kept as the best model.
-The channel grouping is initialised from peak-response clustering of training images
-(``prepare_from_data``, called by the trainer before the first epoch) on F. W1's 1x1 layer
-is a learned layer with the default random initialisation: an earlier version set it to
-pass on the 512 backbone channels of widest spatial spread, so that the clustered
-channels were trained features, but with a frozen backbone W1 then had less to work with
-(5-epoch val OF1 / CF1 / mAP 0.757 / 0.640 / 0.761 against 0.785 / 0.700 / 0.843 learned,
-same code otherwise; a PCA initialisation gave 0.770 / 0.599 / 0.847).
+  The classifier V learns from the trainer's BCE in every step.
+- stage 2, the remaining epochs (at least one): the convolutional layers (backbone, W1),
+  grouping and W2 frozen (batch-norm statistics too); the "reasoning" module (the LSTM and
+  its label mapping, with the classifier V) learns with BCE on its scores. The paper uses
+  SGD for the CNN and a fresh Adam run for the reasoning module; here the trainer's AdamW
+  serves every stage, and only stage-2 epochs can be kept as the best model.
+W1's 1x1 layer is a learned layer with the default random initialisation: an earlier
+version set it to pass on the 512 backbone channels of widest spatial spread, so that the
+clustered channels were trained features, but with a frozen backbone W1 then had less to
+work with (5-epoch val OF1 / CF1 / mAP 0.757 / 0.640 / 0.761 against 0.785 / 0.700 /
+0.843 learned, same code otherwise; a PCA initialisation gave 0.770 / 0.599 / 0.847).
 
 Attention for the analyst: for each label l, sigmoid of the logit V gives l from the
 feature of its assigned part (Eq. 1) built from one location alone, i.e. Eq. 2/3's pooling
@@ -59,7 +67,6 @@ N parts = number of labels, c = 512, FC hidden 128, candidate threshold 0.2.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -81,6 +88,7 @@ from engine.models.output import ModelOutput
 
 VARIANTS = ("N-LSTM", "N-R-LSTM", "N-BiLSTM", "N-R-BiLSTM")
 DEFAULT_VARIANT = "N-R-BiLSTM"
+PRETRAIN = "pretrain"
 PHASES = ("features", "grouping", "alignment")
 REASONING = "reasoning"
 
@@ -120,7 +128,8 @@ class CMGMConfig:
     credible: float = CREDIBLE
     candidate: float = CANDIDATE
     grouping_weight: float = 1.0
-    alternating_fraction: float = 0.6  # share of the epochs in stage 1
+    pretrain_fraction: float = 0.4     # share of the epochs in stage 0 (the CNN alone)
+    alternating_fraction: float = 0.35  # share of the epochs in stage 1
     label_embeddings: list | None = None
     label_graph: dict | None = None
 
@@ -166,7 +175,7 @@ class CMGM(nn.Module):
         aligned = self.alignment(label_parts)                                 # Eq. 15
         label_space = self.gcn(self.label_embeddings)                         # Eq. 5
         order = lstm_logits = None
-        if not (self.training and self.phase in PHASES):  # no stage-1 loss reads the LSTM
+        if not (self.training and self.phase in (PRETRAIN, *PHASES)):  # no loss reads it
             order = label_sequences(torch.sigmoid(cnn_logits.detach()), self.conditional_probs)
             lstm_logits = self.predictor(aligned, order, label_space)
         with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
@@ -208,22 +217,29 @@ class CMGM(nn.Module):
                 "classifier": list(self.classifier.parameters()),
                 REASONING: list(self.predictor.parameters())}
 
-    def stage_one_epochs(self, epochs: int) -> int:
-        if epochs < 2:
-            raise ModelFileError("cmgm trains in two stages (alternating W1 / grouping / W2, "
-                                 "then the LSTM predictor): use --epochs 2 or more")
-        return min(epochs - 1, max(1, math.floor(self.cfg.alternating_fraction * epochs)))
-
     def training_stages(self, epochs: int) -> list[int]:
-        """Epochs of stage 1 and stage 2: the trainer restarts the learning-rate schedule
-        for stage 2 (the paper's fresh Adam run) and keeps the best epoch of stage 2."""
-        first = self.stage_one_epochs(epochs)
-        return [first, epochs - first]
+        """Epochs of stages 0, 1 and 2 (the CNN; W1 / grouping / W2 in turn; the LSTM
+        predictor). Stages 1 and 2 get at least one epoch each, stage 0 what is left of
+        its share: the trainer restarts the learning-rate schedule at each stage and keeps
+        the best epoch of stage 2."""
+        if epochs < 2:
+            raise ModelFileError("cmgm trains in stages (the CNN, then W1 / grouping / W2 in "
+                                 "turn, then the LSTM predictor): use --epochs 2 or more")
+        first = min(epochs - 2, round(self.cfg.pretrain_fraction * epochs))
+        second = min(epochs - 1 - first, max(1, round(self.cfg.alternating_fraction * epochs)))
+        return [first, second, epochs - first - second]
+
+    def preparation_epoch(self, epochs: int) -> int:
+        """The channel grouping is clustered on F after the CNN's stage (Section 3.1)."""
+        return self.training_stages(epochs)[0]
 
     def phase_of(self, epoch: int, step: int, epochs: int) -> str:
         """``step`` counts from the start of training, so the cycle runs on across epochs
         (an epoch of one or two steps still visits every group in turn)."""
-        return PHASES[step % 3] if epoch < self.stage_one_epochs(epochs) else REASONING
+        first, second, _ = self.training_stages(epochs)
+        if epoch < first:
+            return PRETRAIN
+        return PHASES[step % 3] if epoch < first + second else REASONING
 
     def set_phase(self, phase: str) -> None:
         """Only ``phase``'s parameters take gradients (among those the trainer trains), and
@@ -231,11 +247,12 @@ class CMGM(nn.Module):
         if self._schedulable is None:  # parameters the optimiser holds (not frozen ones)
             self._schedulable = {id(p) for p in self.parameters() if p.requires_grad}
         groups = self.parameter_groups()
-        active = {id(p) for p in groups[phase]}
+        # stage 0 trains W1 as the features step does, without the grouping's losses
+        active = {id(p) for p in groups["features" if phase == PRETRAIN else phase]}
         active |= {id(p) for p in groups["classifier"]}  # V learns in every step
         for p in self.parameters():
             p.requires_grad_(id(p) in active and id(p) in self._schedulable)
-        learning_w1 = phase == "features"
+        learning_w1 = phase in (PRETRAIN, "features")
         self.reduce.train(learning_w1)
         backbone_trained = any(id(p) in self._schedulable for p in self.backbone.parameters())
         self.backbone.train(learning_w1 and backbone_trained)
