@@ -392,8 +392,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training data; repeat to combine datasets with the same labels")
     t.add_argument("--out", required=True, help="model directory to write")
     t.add_argument("--backbone", default=hp,
-                   help="efficientnet_lite0 (ImageNet weights packaged; the default), "
-                   "resnet50, resnet101")
+                   help="efficientnet_lite0 (the default), efficientnet_lite1 or "
+                   "efficientnet_lite2 (ImageNet weights packaged), resnet50, resnet101")
     t.add_argument("--backbone-weights", help="local ImageNet weights for a ResNet backbone "
                    "(.safetensors; see docs/training.md to convert a torchvision .pth)")
     t.add_argument("--no-pretrained", action="store_true", help="start the backbone from scratch")
