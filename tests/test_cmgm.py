@@ -88,9 +88,17 @@ def test_peak_response_clustering_groups_channels_that_peak_together():
     assert bool((d[part, :3] > 0.9).all()) and bool((d[part, 3:] < 0.1).all())
 
 
-def test_each_label_takes_the_part_the_classifier_scores_highest():
+def test_each_part_serves_the_label_it_predicts_and_a_label_its_strongest_part():
     part_logits = torch.tensor([[[0.1, 2.0], [3.0, 0.5], [1.0, 1.0]]])  # [B=1, N=3, C=2]
     assert assign_parts(part_logits).tolist() == [[1, 0]]
+
+
+def test_two_labels_do_not_share_a_part_when_each_has_its_own():
+    # part 0 predicts label 0 (5 > 4); label 1 responds more to part 0 than to part 1, but
+    # part 1 predicts label 1: Eq. 1 gives it part 1. Label 2 has no part of its own and
+    # takes the part that responds most to it.
+    part_logits = torch.tensor([[[5.0, 4.0, 0.0], [0.0, 1.0, 0.5]]])    # [B=1, N=2, C=3]
+    assert assign_parts(part_logits).tolist() == [[0, 1, 1]]
 
 
 def test_label_attention_is_its_assigned_parts_evidence_per_location_weighted_by_presence():

