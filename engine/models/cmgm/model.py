@@ -6,7 +6,7 @@ Forward pass (Figure 3):
    batch normalisation and ReLU). "W1" in this module is the backbone and that layer.
 2. The classifier V (a linear layer on the average-pooled F) gives the CNN's label
    scores, p_cnn. It is V of Eq. 1 and the "pre-trained CNN" of Section 3.4, trained with
-   BCE in the W1 step.
+   BCE in every step of stages 0 and 1 (in stage 0 with W1, as a plain classifier).
 3. RMAM (rmam.py): N parts -> maps M [B, N, h, w] and features P [B, N, c] (Eq. 2/3 by
    the variant's N and R switches); each part is given the label V predicts for it, and
    a label takes the strongest of its own parts (Eq. 1; rmam.assign_parts).
