@@ -4,8 +4,11 @@ writes docs/cmgm_ablation.md beside the paper's Table 1.
 
 Budget (the model comparison's, sized for a 2-core CPU): EfficientNet-Lite0 with ImageNet
 weights, frozen, 256 px, batch 32, AdamW lr 1e-3, cosine, ``--epochs`` epochs (default 5),
-BCE. CM-GM spends 60 % of the epochs (3 of 5) in the alternating W1 / grouping / W2
-schedule and the rest training the LSTM predictor (its learning rate restarting there). The N-R-BiLSTM model is kept in
+BCE. CM-GM runs its three stages (engine/models/cmgm/model.py): of 5 epochs, 2 train its
+CNN (W1's layer and V, the backbone frozen here), 2 the alternating W1 / grouping / W2
+schedule, 1 the LSTM predictor (the learning rate restarting at each). The docs' ablation
+figures before 2026-12-02 had no CNN stage (3 alternating epochs, 2 for the LSTM).
+The N-R-BiLSTM model is kept in
 ``--keep`` (default out/benchmarks/cmgm-N-R-BiLSTM) for benchmarks/cmgm_attention_figures.py.
 
 Usage: python benchmarks/cmgm_ablation.py [--dataset DIR] [--epochs N] [--variant V ...]
