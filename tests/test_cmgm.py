@@ -101,19 +101,30 @@ def test_two_labels_do_not_share_a_part_when_each_has_its_own():
     assert assign_parts(part_logits).tolist() == [[0, 1, 1]]
 
 
-def test_label_attention_is_its_assigned_parts_evidence_per_location_weighted_by_presence():
+def test_label_attention_is_v_per_location_weighted_by_its_parts_map_and_presence():
     model = tiny_cmgm().eval()
     with torch.no_grad():
         x = torch.randn(2, 3, 64, 64)
         out = model(x)
         feats = model.features(x)
-        maps, parts = model.rmam(feats)
-        part_logits = model.classifier(parts)                        # [B, N, C]
-        choice = assign_parts(part_logits)                           # [B, C]
+        maps, _ = model.rmam(feats)
+        choice = assign_parts(model.classifier(model.rmam(feats)[1]))  # [B, C]
         local = model.location_logits(feats, maps, choice)           # [B, C, h, w]
-    # the locations' logits average to V's score of the label's part feature (Eq. 1-3)
-    chosen = part_logits.gather(1, choice[:, None]).squeeze(1)       # [B, C]
-    torch.testing.assert_close(local.mean(dim=(2, 3)), chosen, rtol=1e-4, atol=1e-5)
+        # Eq. 3's part feature of each label's part, before Eq. 2's channel weights
+        weight = 1 + maps.gather(1, choice[..., None, None].expand(-1, -1, *maps.shape[-2:]))
+        pooled = torch.einsum("bchw,blhw->blc", feats, weight) / maps[0, 0].numel()
+        expected = model.classifier(pooled)                           # [B, C, C]
+    # the locations' logits average to V's score of that feature (Eq. 1, 3)
+    torch.testing.assert_close(local.mean(dim=(2, 3)),
+                               torch.diagonal(expected, dim1=1, dim2=2), rtol=1e-4, atol=1e-5)
+    # the part map matters: a location its part lights carries twice V's evidence (R)
+    f = torch.rand(1, 16, 2, 2)
+    lit = torch.zeros(1, 3, 2, 2)
+    lit[0, 0, 0, 0] = 1.0
+    ev = model.location_logits(f, lit, torch.zeros(1, len(LABELS), dtype=torch.long))
+    cam = torch.einsum("lc,bchw->blhw", model.classifier.weight, f)
+    torch.testing.assert_close(ev - model.classifier.bias[None, :, None, None],
+                               cam * (1 + lit[:, :1]))
     p = torch.sigmoid(out.logits)[..., None, None]                   # presence (attention.py)
     torch.testing.assert_close(out.attention, p * torch.sigmoid(local))
     assert out.logits.shape == (2, len(LABELS))
@@ -220,7 +231,9 @@ def test_gradients_reach_only_the_parameter_group_of_the_schedule_step(phase):
 
 def test_schedule_pretrains_the_cnn_then_alternates_then_trains_the_reasoning_module():
     model = tiny_cmgm()
-    assert model.training_stages(12) == [5, 4, 3]        # 40 % / 35 % / the rest
+    assert model.stage_epochs(12) == [5, 4, 3]           # 40 % / 35 % / the rest
+    # one learning-rate schedule for the feature extractor, a fresh one for the LSTM
+    assert model.training_stages(12) == [9, 3]
     phases = [model.phase_of(epoch, epoch * 3 + step, epochs=12)
               for epoch in range(12) for step in range(3)]
     assert phases[:15] == ["pretrain"] * 15
@@ -229,8 +242,8 @@ def test_schedule_pretrains_the_cnn_then_alternates_then_trains_the_reasoning_mo
     # the grouping is clustered on the pre-trained CNN's features, before stage 1
     assert model.preparation_epoch(12) == 5
     # short runs keep one epoch for each of stages 1 and 2
-    assert model.training_stages(2) == [0, 1, 1]
-    assert model.training_stages(3) == [1, 1, 1]
+    assert model.stage_epochs(2) == [0, 1, 1]
+    assert model.stage_epochs(3) == [1, 1, 1]
 
 
 def test_the_pretrain_step_trains_the_cnn_and_v_only():

@@ -112,7 +112,7 @@ def stage_of(model: nn.Module, epoch: int, epochs: int) -> tuple[int, int, bool]
     """(first epoch, length, is the last stage) of the training stage holding ``epoch``.
 
     Most models train in one stage. A model with ``training_stages(epochs)`` (a list of
-    epoch counts; CM-GM: the CNN, the alternating stage, then the LSTM predictor) restarts
+    epoch counts; CM-GM: its feature extractor, then its LSTM predictor) restarts
     the learning rate schedule at each stage, and only epochs of its last stage can be kept
     as best."""
     stages = model.training_stages(epochs) if hasattr(model, "training_stages") else [epochs]
