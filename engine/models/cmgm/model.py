@@ -65,6 +65,8 @@ trained model (out/ft/cmgm-r2, benchmarks/attention_localisation.py on NWPU VHR-
 - without those channel weights (this map): 0.61 (+0.36); airplane 0.76;
 - V's class activation map without the part (not RMAM's): 0.62 (+0.39).
 Cars (0.20) and ships (0.25) stay at the crop-centre baseline with every one of these.
+Trained with one schedule over stages 0-1 (out/ft/cmgm-r3), this map points 0.67 (+0.49;
+cars 0.27, ships 0.28) and the part maps alone 0.27, below the crop centre's 0.41.
 The part maps themselves are drawn by benchmarks/cmgm_attention_figures.py
 (docs/cmgm_attention.png).
 
