@@ -107,8 +107,8 @@ def test_label_attention_is_v_per_location_weighted_by_its_parts_map_and_presenc
         x = torch.randn(2, 3, 64, 64)
         out = model(x)
         feats = model.features(x)
-        maps, _ = model.rmam(feats)
-        choice = assign_parts(model.classifier(model.rmam(feats)[1]))  # [B, C]
+        maps, parts = model.rmam(feats)
+        choice = assign_parts(model.classifier(parts))               # [B, C]
         local = model.location_logits(feats, maps, choice)           # [B, C, h, w]
         # Eq. 3's part feature of each label's part, before Eq. 2's channel weights
         weight = 1 + maps.gather(1, choice[..., None, None].expand(-1, -1, *maps.shape[-2:]))

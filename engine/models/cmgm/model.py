@@ -56,17 +56,16 @@ Attention for the analyst: for each label l, sigmoid of V's logit for l at each 
 of F, weighted by the attention of l's assigned part (Eq. 1): (1 + M_n) for R (Eq. 3),
 M_n otherwise (``location_logits``); a fixed curve, weighted by the label's probability
 (engine/models/attention.py). Averaged over the locations it is V's score of Eq. 3's part
-feature. It shows where V finds the label, lit more inside its part. Measured on the same
-trained model (out/ft/cmgm-r2, benchmarks/attention_localisation.py on NWPU VHR-10):
-- the assigned part map M_n alone: pointing 0.47 (minus the absent-label map +0.17 on an
-  earlier model);
-- V on the part feature per location with Eq. 2's channel weights d_j / sum d, which keep
-  only part n's share of the channels: 0.47 (+0.22); airplane 0.49;
-- without those channel weights (this map): 0.61 (+0.36); airplane 0.76;
-- V's class activation map without the part (not RMAM's): 0.62 (+0.39).
-Cars (0.20) and ships (0.25) stay at the crop-centre baseline with every one of these.
-Trained with one schedule over stages 0-1 (out/ft/cmgm-r3), this map points 0.67 (+0.49;
-cars 0.27, ships 0.28) and the part maps alone 0.27, below the crop centre's 0.41.
+feature. It shows where V finds the label, lit more inside its part. Measured by
+benchmarks/attention_localisation.py on NWPU VHR-10 (pointing; minus the absent-label map):
+- on out/ft/cmgm-r2 (schedule restarted at stage 1), only the map changed: V per location
+  with Eq. 2's channel weights d_j / sum d as well, which keep only part n's share of the
+  channels, 0.47 (+0.22; airplane 0.49); this map, without them, 0.61 (+0.36; airplane
+  0.76); V's class activation map without the part (not RMAM's) 0.62 (+0.39);
+- on out/ft/cmgm-r3 (recipes/cmgm.toml as now): this map 0.67 (+0.49); the assigned part
+  map M_n alone 0.27, below the crop centre's 0.41 (0.47, +0.17, on an earlier 5-epoch
+  model).
+Cars and ships stay near the crop-centre baseline with every one of these (0.20-0.28).
 The part maps themselves are drawn by benchmarks/cmgm_attention_figures.py
 (docs/cmgm_attention.png).
 
