@@ -97,8 +97,8 @@ def dota_boxes(root: Path) -> list[tuple[Path, list[tuple[str, tuple[int, int, i
 def make_crops(sources, size: int, rng: np.random.Generator, per_image: int,
                zoom: float = 1.0) -> list[Crop]:
     """Crops of ``size`` model pixels, cut as size / zoom image pixels and enlarged."""
-    out, crops = size, []
-    size = round(size / zoom)
+    model_px, crops = size, []
+    size = round(size / zoom)  # image pixels cut for each crop
     for path, boxes in sources:
         image = read_rgb(path)
         h, w = image.shape[1:]
@@ -117,7 +117,7 @@ def make_crops(sources, size: int, rng: np.random.Generator, per_image: int,
                 if a1 > 0 and b1 > 0 and a0 < size and b0 < size:
                     inside.setdefault(other, []).append((a0, b0, a1, b1))
             crops.append(enlarge(Crop(image[:, cy:cy + size, cx:cx + size], label, inside,
-                                      path.name), out))
+                                      path.name), model_px))
     return crops
 
 
