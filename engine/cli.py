@@ -38,6 +38,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks for errors")
 
 
+def _tta_flag(p: argparse.ArgumentParser) -> None:
+    from engine.infer.tta import TTA_VIEWS
+
+    p.add_argument("--tta", default="none", choices=tuple(TTA_VIEWS),
+                   help="test-time augmentation: average each tile's prediction over 4 "
+                   "(flips) or 8 (dihedral: flips and quarter turns) views of it, at 4 or 8 x "
+                   "the time per tile (default: %(default)s)")
+
+
 def _extent(values: list[str]) -> tuple[float, float, float, float]:
     try:
         minx, miny, maxx, maxy = (float(v) for v in values)
@@ -76,7 +85,7 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
         attention_dir=_folder_or_url(args.attention_dir),
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
-        workers=args.workers, runtime=args.runtime, threads=args.threads,
+        workers=args.workers, runtime=args.runtime, threads=args.threads, tta=args.tta,
         block_tiles=args.cluster_block)
     if len(rasters) > 1 or args.store_crs or args.cluster:
         return _annotate_many(rasters, opts, args.store_crs, args.cluster, reporter)
@@ -246,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.train.evaluate import evaluate, metrics_table
 
     metrics = evaluate(Path(args.model), args.dataset, args.split, reporter,
-                       args.batch_size, args.device)
+                       args.batch_size, args.device, args.tta)
     if args.report:
         Path(args.report).write_text(json.dumps(metrics, indent=2) + "\n")
     reporter.result({k: v for k, v in metrics.items() if k != "per_class"}
@@ -373,6 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "PyTorch on CUDA), torch or onnx (default: auto)")
     a.add_argument("--threads", type=int, help="ONNX Runtime compute threads "
                    "(default: one per CPU core)")
+    _tta_flag(a)
     _common(a)
     a.set_defaults(func=cmd_annotate)
 
@@ -442,6 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--report", help="write all metrics as JSON to this file")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    _tta_flag(e)
     _common(e)
     e.set_defaults(func=cmd_evaluate)
 

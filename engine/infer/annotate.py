@@ -37,6 +37,7 @@ from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources
 from engine.infer.predictor_base import TilePredictor
 from engine.infer.runtime import open_predictor
 from engine.infer.shared_folder import check_folder, is_url
+from engine.infer.tta import check_tta
 from engine.infer.tile_reader import TileReader, prefetched_batches
 from engine.models.spec import ModelSpec, read_spec
 from engine.progress import Reporter
@@ -71,6 +72,7 @@ class AnnotateOptions:
     workers: int | None = None  # tile-reading threads; None: 1 on CPU, 4 on CUDA
     prefetch: int = 4
     runtime: str = "auto"       # auto | torch | onnx (engine.infer.runtime)
+    tta: str = "none"           # none | flips | dihedral (engine.infer.tta)
     threads: int | None = None  # ONNX Runtime compute threads; None: one per CPU core
     block_tiles: int = 256      # with a Dask cluster: tiles per task (engine/infer/cluster.py)
 
@@ -220,6 +222,7 @@ def check_options(opts: AnnotateOptions) -> None:
         raise StoreError("--batch-size must be at least 1")
     if opts.workers is not None and opts.workers < 1:
         raise StoreError(f"--workers must be at least 1 (got {opts.workers})")
+    check_tta(opts.tta)
 
 
 def open_job_predictor(opts: AnnotateOptions, reporter: Reporter) -> TilePredictor:
@@ -229,7 +232,8 @@ def open_job_predictor(opts: AnnotateOptions, reporter: Reporter) -> TilePredict
     if opts.attention:
         check_attention_dir(opts)
     reporter.stage("loading model")
-    return open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter)
+    return open_predictor(opts.model_dir, opts.runtime, opts.device, opts.threads, reporter,
+                          opts.tta)
 
 
 @contextmanager
@@ -269,7 +273,8 @@ def _annotate_into(store: AnnotationStore, opts: AnnotateOptions, predictor: Til
                          spec.metrics, spec.parent)
     reporter.log(f"annotating {len(plan.grid)} tiles of {plan.grid.size_x}x{plan.grid.size_y} "
                  f"raster px ({spec.tile_px} px at {spec.gsd_m} m) with {spec.model_id} on "
-                 f"{predictor.runtime} ({predictor.device_type})")
+                 f"{predictor.runtime} ({predictor.device_type})"
+                 + ("" if opts.tta == "none" else f", averaging {opts.tta} views of each tile"))
     counters = {"written": 0, "skipped": 0}
     att_path = attention_path(opts, run_id)
     try:

@@ -111,9 +111,10 @@ def _worker_predictor(opts: AnnotateOptions) -> TilePredictor:
     from engine.infer.runtime import open_predictor
 
     # ONNX Runtime on one thread per task: Dask's worker threads run tasks side by side
-    return _cached(("model", str(opts.model_dir), opts.runtime, opts.device, opts.threads),
+    return _cached(("model", str(opts.model_dir), opts.runtime, opts.device, opts.threads,
+                    opts.tta),
                    lambda: open_predictor(opts.model_dir, opts.runtime, opts.device,
-                                          opts.threads or 1, _quiet()))
+                                          opts.threads or 1, _quiet(), opts.tta))
 
 
 def _worker_plan(opts: AnnotateOptions) -> AnnotatePlan:

@@ -21,6 +21,7 @@ from pathlib import Path
 from engine.errors import ModelFileError, TileLabelError
 from engine.infer.onnx_file import trusted_graph
 from engine.infer.predictor_base import TilePredictor
+from engine.infer.tta import check_tta, with_tta
 from engine.models.spec import ModelSpec, check_weights, read_spec
 from engine.progress import Reporter
 
@@ -109,14 +110,22 @@ def _torch_predictor(model_dir: Path, device: str) -> TilePredictor:
 
 
 def open_predictor(model_dir: Path, runtime: str = "auto", device: str = "auto",
-                   threads: int | None = None, reporter: Reporter | None = None) -> TilePredictor:
-    """A predictor for the model in ``model_dir`` on the chosen runtime and device.
+                   threads: int | None = None, reporter: Reporter | None = None,
+                   tta: str = "none") -> TilePredictor:
+    """A predictor for the model in ``model_dir`` on the chosen runtime and device,
+    averaging over the views of test-time augmentation ``tta`` (engine/infer/tta.py).
 
     ``auto`` falls back to PyTorch (with a warning) when a model's graph cannot be
     exported or fails its check against PyTorch; an explicit ``onnx`` fails instead."""
     reporter = reporter or Reporter(json_lines=True, stream=io.StringIO())  # silent
     model_dir = Path(model_dir)
     spec = read_spec(model_dir)  # a broken model directory is named before anything else
+    check_tta(tta)
+    return with_tta(_runtime_predictor(model_dir, spec, runtime, device, threads, reporter), tta)
+
+
+def _runtime_predictor(model_dir: Path, spec: ModelSpec, runtime: str, device: str,
+                       threads: int | None, reporter: Reporter) -> TilePredictor:
     asked = runtime
     runtime, device = choose_runtime(runtime, device)
     if runtime == "torch":

@@ -15,15 +15,18 @@ from engine.device import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import load_model
 from engine.progress import Reporter
-from engine.train.loader import TrainingView, batch_len, to_device
+from engine.infer.predictor import Predictor
+from engine.infer.tta import with_tta
+from engine.train.loader import TrainingView, batch_len
 
 
 HEADLINE = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro", "EF1")
 
 
 def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Reporter,
-             batch_size: int = 32, device: str = "auto") -> dict[str, Any]:
-    """Metrics of the model on every image of the dataset, or on one split of it."""
+             batch_size: int = 32, device: str = "auto", tta: str = "none") -> dict[str, Any]:
+    """Metrics of the model on every image of the dataset, or on one split of it, each
+    image predicted as annotate predicts a tile (``tta``: engine/infer/tta.py)."""
     model, spec = load_model(model_dir)
     dataset = open_dataset(dataset_spec, bands=spec.bands)
     if dataset.labels != spec.labels:
@@ -39,16 +42,14 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
         reporter.log(f"{overlap} of the {len(samples)} evaluated images were used to train "
                      f"{spec.model_id}: these figures are optimistic (use --split test)",
                      "warning")
-    dev = resolve_device(device)
-    model = model.to(dev).eval()
+    predictor = with_tta(Predictor(model, spec, resolve_device(device)), tta)
     view = TrainingView([(dataset, s) for s in samples], spec.bands, spec.tile_px, spec.mean,
                         spec.std, train=False, groups=band_groups(spec.arch_config))
     scores, done = [], 0
-    with torch.inference_mode():
-        for x, _, _ in DataLoader(view, batch_size=batch_size):
-            scores.append(torch.sigmoid(model(to_device(x, dev)).logits.float()).cpu().numpy())
-            done += batch_len(x)
-            reporter.progress("evaluate", done, len(samples))
+    for x, _, _ in DataLoader(view, batch_size=batch_size):
+        scores.append(predictor(_numpy(x))[0])
+        done += batch_len(x)
+        reporter.progress("evaluate", done, len(samples))
     scores, targets = np.concatenate(scores), dataset.targets(samples)
     metrics = multilabel_metrics(scores, targets, np.asarray(spec.label_thresholds()),
                                  spec.labels)
@@ -56,14 +57,19 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
     metrics["at_0.5"] = {k: at_half[k] for k in HEADLINE}  # so a gain is never a threshold effect
     metrics["thresholds"] = dict(zip(spec.labels, spec.label_thresholds()))
     metrics.update(model_id=spec.model_id, dataset=dataset_spec, split=split or "all",
-                   train_overlap=overlap)
+                   train_overlap=overlap, tta=tta)
     return metrics
+
+
+def _numpy(x: torch.Tensor | dict[str, torch.Tensor]) -> np.ndarray | dict[str, np.ndarray]:
+    return {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
 
 
 def metrics_table(m: dict[str, Any]) -> str:
     """A readable table: the headline figures, then per-class AP/P/R/F1/support."""
     keys = HEADLINE
-    lines = [f"{m['model_id']} on {m['dataset']} ({m['split']}, {m['n_images']} images)",
+    tta = "" if m.get("tta", "none") == "none" else f", test-time augmentation {m['tta']}"
+    lines = [f"{m['model_id']} on {m['dataset']} ({m['split']}, {m['n_images']} images{tta})",
              "at the model's thresholds: " + "  ".join(f"{k} {m[k]:.3f}" for k in keys),
              "at 0.5 for every label:    " + "  ".join(f"{k} {m['at_0.5'][k]:.3f}"
                                                       for k in keys), "",
