@@ -253,6 +253,7 @@ class TileLabelDock(PanelJobs, PanelReview, PanelTraining, QDockWidget):
                "--overlap", str(self.settings.overlap), "--batch-size",
                str(self.settings.batch_size), "--device", self.settings.device,
                *self.annotate_section.band_arguments(),
+               *(["--tta", self.settings.tta] if self.settings.tta != "none" else []),
                *(["--allow-gsd-mismatch"] if self.gsd_check.isChecked() else [])]
         name = Path(store).stem
         task = self._run(tr("Annotating ") + raster.name(), job,

@@ -23,6 +23,7 @@ from .engine_job import run_engine
 from .settings import INSTALL_HINT, PluginSettings, default_model_dir, find_engine_python
 
 DEVICES = ["auto", "cpu", "cuda"]
+TTA_MODES = ["none", "flips", "dihedral"]  # engine/infer/tta.py
 
 
 def _engine() -> str:
@@ -103,6 +104,9 @@ class _Algorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterBoolean(
             "ALLOW_GSD_MISMATCH", "Allow a resolution far from the model's",
             defaultValue=False))
+        self.addParameter(QgsProcessingParameterEnum(
+            "TTA", "Test-time augmentation (4 flips: 4x time; 8 flips and turns: 8x)",
+            ["None", "4 flips", "8 flips and turns"], defaultValue=0, optional=True))
 
     def _model_arguments(self, parameters, context) -> list[str]:
         """The engine flags of :meth:`_add_model_parameters`' values."""
@@ -113,6 +117,9 @@ class _Algorithm(QgsProcessingAlgorithm):
             args += ["--model", model]
         if self.parameterAsBoolean(parameters, "ALLOW_GSD_MISMATCH", context):
             args.append("--allow-gsd-mismatch")
+        tta = TTA_MODES[self.parameterAsEnum(parameters, "TTA", context)]
+        if tta != "none":
+            args += ["--tta", tta]
         bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
         return args + (["--bands", bands] if bands else [])
 

@@ -33,6 +33,7 @@ class PluginSettings:
     model_dir: str = ""
     overlap: float = 0.0
     batch_size: int = 16
+    tta: str = "none"  # test-time augmentation: none | flips | dihedral (engine/infer/tta.py)
 
     @classmethod
     def load(cls) -> "PluginSettings":

@@ -1,4 +1,5 @@
-"""The TileLabel settings dialog: engine interpreter, device, model, overlap, batch size."""
+"""The TileLabel settings dialog: engine interpreter, device, model, overlap, batch size,
+test-time augmentation."""
 from __future__ import annotations
 
 from qgis.gui import QgsFileWidget
@@ -6,6 +7,10 @@ from qgis.PyQt.QtWidgets import (QComboBox, QDialog, QDialogButtonBox, QDoubleSp
                                  QFormLayout, QLabel, QPushButton, QSpinBox)
 
 from .settings import INSTALL_HINT, PluginSettings, find_engine_python
+
+
+TTA_CHOICES = (("none", "None (fastest)"), ("flips", "4 flips (4x time)"),
+               ("dihedral", "8 flips and turns (8x time)"))
 
 
 def tr(text: str) -> str:
@@ -44,6 +49,14 @@ class SettingsDialog(QDialog):
         self.batch.setRange(1, 512)
         self.batch.setValue(settings.batch_size)
         form.addRow(tr("Batch size"), self.batch)
+        self.tta = QComboBox()
+        for mode, text in TTA_CHOICES:
+            self.tta.addItem(tr(text), mode)
+        self.tta.setCurrentIndex(max(0, self.tta.findData(settings.tta)))
+        self.tta.setToolTip(tr("Predict each tile in several flipped and turned views and "
+                               "average them: slightly more accurate labels and maps, at 4 "
+                               "or 8 times the time per tile"))
+        form.addRow(tr("Test-time augmentation"), self.tta)
         buttons = QDialogButtonBox(QDialogButtonBox.Ok | QDialogButtonBox.Cancel)
         buttons.accepted.connect(self.accept)
         buttons.rejected.connect(self.reject)
@@ -61,6 +74,6 @@ class SettingsDialog(QDialog):
         s = self.settings
         s.engine_python, s.device = self.python.filePath(), self.device.currentText()
         s.model_dir, s.overlap = self.model.filePath(), self.overlap.value()
-        s.batch_size = self.batch.value()
+        s.batch_size, s.tta = self.batch.value(), self.tta.currentData()
         s.save()
         super().accept()

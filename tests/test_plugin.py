@@ -124,6 +124,19 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     assert len(QgsProject.instance().mapLayersByName("attention: water")) == 1
 
 
+def test_the_panel_annotates_with_the_test_time_augmentation_of_the_settings(
+        tmp_path, qtbot, sample_layer, dock):
+    dock.settings.tta = "flips"
+    try:
+        outcome = _annotate(dock, qtbot, sample_layer, tmp_path / "tta.gpkg")
+    finally:
+        dock.settings.tta = "none"
+    assert outcome.error is None, outcome.error
+    with sqlite3.connect(tmp_path / "tta.gpkg") as conn:
+        params = json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])
+    assert params["tta"] == "flips"
+
+
 def _attention_groups(group):
     from qgis.core import QgsLayerTreeGroup
 
@@ -462,11 +475,11 @@ def test_processing_algorithms_run(tmp_path, provider):
 
     store = tmp_path / "p.gpkg"
     result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store),
-                                                   "BANDS": "1, 2, 3"})
+                                                   "BANDS": "1, 2, 3", "TTA": 1})
     assert result["TILES"] == 16
     with sqlite3.connect(store) as conn:
-        assert json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])["bands"] \
-            == [1, 2, 3]
+        params = json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])
+    assert params["bands"] == [1, 2, 3] and params["tta"] == "flips"
     with sqlite3.connect(store) as conn:
         ids = [r[0] for r in conn.execute("SELECT tile_id FROM tiles")]
     from engine.store import AnnotationStore
@@ -632,9 +645,10 @@ def test_settings_dialog_saves_what_the_analyst_chose(qtbot, tmp_path):
         assert dialog.python.filePath()  # the venv's Python can import the engine
         dialog.device.setCurrentText("cpu")
         dialog.batch.setValue(8)
+        dialog.tta.setCurrentIndex(dialog.tta.findData("dihedral"))
         dialog.accept()
         saved = PluginSettings.load()
-        assert (saved.device, saved.batch_size) == ("cpu", 8)
+        assert (saved.device, saved.batch_size, saved.tta) == ("cpu", 8, "dihedral")
         assert saved.engine_python == dialog.python.filePath()
     finally:
         original.save()
