@@ -123,7 +123,7 @@ def main() -> None:
     for name, dataset in (("v2 (reBEN)", v2), ("v1", v1)):
         report = work / f"test_{name.split()[0]}.json"
         cli("evaluate", "--model", model_dir, "--dataset", dataset, "--split", "test",
-            "--report", report, "--device", "cpu")
+            "--report", report, "--device", "cpu", "--overwrite")
         m = json.loads(report.read_text())
         rows.append(f"| BigEarthNet {name} test | {m['n_images']} | {m['OF1']:.3f} | "
                     f"{m['CF1']:.3f} | {m['mAP_macro']:.3f} |")

@@ -47,6 +47,13 @@ def _tta_flag(p: argparse.ArgumentParser) -> None:
                    "the time per tile (default: %(default)s)")
 
 
+def _check_new_file(path: str | None, overwrite: bool, flag: str) -> None:
+    """A result file is never replaced unless the user asked (before any work is done)."""
+    if path and Path(path).exists() and not overwrite:
+        raise TileLabelError(f"{path} already exists; choose another {flag} file, or pass "
+                             "--overwrite to replace it")
+
+
 def _extent(values: list[str]) -> tuple[float, float, float, float]:
     try:
         minx, miny, maxx, maxy = (float(v) for v in values)
@@ -254,6 +261,7 @@ def cmd_evaluate(args: argparse.Namespace, reporter: Reporter) -> int:
     _needs_torch("evaluate")
     from engine.train.evaluate import evaluate, metrics_table
 
+    _check_new_file(args.report, args.overwrite, "--report")
     metrics = evaluate(Path(args.model), args.dataset, args.split, reporter,
                        args.batch_size, args.device, args.tta)
     if args.report:
@@ -270,6 +278,8 @@ def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
     from engine.graph.drawing import draw_label_graph
     from engine.graph.label_graph import LabelGraph
 
+    _check_new_file(args.out, args.overwrite, "--out")
+    _check_new_file(args.png, args.overwrite, "--png")
     dataset = open_dataset(args.dataset)
     samples = dataset.split(args.split) if args.split else dataset.samples
     graph = LabelGraph.mine(dataset.labels, dataset.targets(samples), args.tau)
@@ -450,6 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("train", "val", "test"),
                    help="evaluate one split (default: every image of the dataset)")
     e.add_argument("--report", help="write all metrics as JSON to this file")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing --report file")
     e.add_argument("--batch-size", type=int, default=32)
     e.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     _tta_flag(e)
@@ -462,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--png", help="also draw the graph to this PNG")
     g.add_argument("--tau", type=float, default=0.4, help="edge threshold on P(Lj|Li)")
     g.add_argument("--split", choices=("train", "val", "test"), help="mine one split only")
+    g.add_argument("--overwrite", action="store_true", help="replace existing --out and --png files")
     _common(g)
     g.set_defaults(func=cmd_graph)
 

@@ -62,3 +62,25 @@ def test_a_smaller_image_size_records_the_ground_resolution_the_model_saw(tmp_pa
     spec = json.loads((tmp_path / "m" / "model.json").read_text())
     # UC Merced: 256 px at 0.3 m = 76.8 m a side, seen at 64 px
     assert spec["tile_px"] == 64 and abs(spec["gsd_m"] - 1.2) < 1e-9
+
+
+def test_evaluate_never_replaces_an_earlier_report_unless_asked(tmp_path, run_cli):
+    report = tmp_path / "report.json"
+    report.write_text('{"earlier": "figures"}')
+    res = run_cli("evaluate", "--model", DEFAULT_MODEL, "--dataset", UCM, "--report", report)
+    assert res.code == 2 and "already exists" in res.err and "--overwrite" in res.err
+    assert report.read_text() == '{"earlier": "figures"}'
+    res = run_cli("evaluate", "--model", DEFAULT_MODEL, "--dataset", UCM, "--report", report,
+                  "--overwrite")
+    assert res.code == 0, res.err
+    assert "mAP_macro" in report.read_text()
+
+
+def test_graph_never_replaces_an_earlier_graph_unless_asked(tmp_path, run_cli):
+    graph = tmp_path / "graph.json"
+    graph.write_text("{}")
+    res = run_cli("graph", "--dataset", UCM, "--out", graph)
+    assert res.code == 2 and "already exists" in res.err
+    assert graph.read_text() == "{}"
+    assert run_cli("graph", "--dataset", UCM, "--out", graph, "--overwrite").code == 0
+    assert "edges" in graph.read_text()
