@@ -24,8 +24,11 @@ Also, on the UC Merced validation split (full label sets): the mean correlation 
 the maps of different labels on one tile, and the mean brightness of present and absent
 labels' maps.
 
+``--tta flips|dihedral`` predicts each crop in 4 or 8 flipped and turned views and
+averages them, as annotate --tta does (the UC Merced map statistics stay without).
+
 Usage: python benchmarks/attention_localisation.py MODEL_DIR [MODEL_DIR ...]
-       [--markdown FILE]  (append the table to FILE, e.g. docs/benchmarks.md)
+       [--zoom Z] [--tta MODE] [--markdown FILE]  (append the table to FILE)
 """
 from __future__ import annotations
 
@@ -43,6 +46,8 @@ import torch.nn.functional as F
 
 from engine.data.datasets import open_dataset
 from engine.models.attention import map_correlation
+from engine.infer.predictor import Predictor
+from engine.infer.tta import TTA_VIEWS, with_tta
 from engine.models.modelfile import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -139,25 +144,27 @@ def hit(point: tuple[int, int], boxes) -> bool:
                for a0, b0, a1, b1 in boxes)
 
 
-def predict(model, spec, images: np.ndarray, batch: int = 16):
-    """(probabilities [N, C], attention [N, C, S, S] upsampled to the crop)."""
-    mean = torch.tensor(spec.mean)[:, None, None]
-    std = torch.tensor(spec.std)[:, None, None]
+def predict(model, spec, images: np.ndarray, batch: int = 16, tta: str = "none"):
+    """(probabilities [N, C], attention [N, C, S, S] upsampled to the crop), each crop
+    predicted as annotate predicts a tile (``tta``: engine/infer/tta.py)."""
+    predictor = with_tta(Predictor(model, spec, torch.device("cpu")), tta)
+    mean = np.asarray(spec.mean, np.float32)[:, None, None]
+    std = np.asarray(spec.std, np.float32)[:, None, None]
     probs, maps = [], []
-    with torch.inference_mode():
-        for i in range(0, len(images), batch):
-            x = (torch.from_numpy(images[i:i + batch]).float() / 255 - mean) / std
-            out = model(x)
-            probs.append(torch.sigmoid(out.logits).numpy())
-            maps.append(F.interpolate(out.attention.float(), size=x.shape[-2:], mode="bilinear",
-                                      align_corners=False).numpy())
+    for i in range(0, len(images), batch):
+        x = ((images[i:i + batch].astype(np.float32) / 255 - mean) / std).astype(np.float32)
+        p, att = predictor(x)
+        probs.append(p)
+        maps.append(F.interpolate(torch.from_numpy(att), size=x.shape[-2:], mode="bilinear",
+                                  align_corners=False).numpy())
     return np.concatenate(probs), np.concatenate(maps)
 
 
-def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator) -> dict:
+def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator,
+             tta: str = "none") -> dict:
     model, spec = load_model(model_dir)
     labels = spec.labels
-    probs, maps = predict(model, spec, np.stack([c.image for c in crops]))
+    probs, maps = predict(model, spec, np.stack([c.image for c in crops]), tta=tta)
     thresholds = np.asarray(spec.label_thresholds())
     mapped = sorted({*NWPU_CLASSES.values(), *DOTA_CLASSES.values()})
     per_label: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -208,6 +215,8 @@ def main() -> None:
     ap.add_argument("--per-image", type=int, default=3, help="crops per image (default 3)")
     ap.add_argument("--zoom", type=float, default=1.0,
                     help="enlarge crops this many times (default 1: as the imagery comes)")
+    ap.add_argument("--tta", default="none", choices=tuple(TTA_VIEWS),
+                    help="test-time augmentation of the NWPU and DOTA crops (default none)")
     ap.add_argument("--markdown", type=Path, help="append the tables to this file")
     args = ap.parse_args()
     out = []
@@ -220,7 +229,9 @@ def main() -> None:
                                    args.zoom)}
         ucm = ucm_maps(model_dir)
         block = [f"\n### {model_dir.name}" + (f", crops enlarged {args.zoom:g}x"
-                                                if args.zoom != 1 else "") + "\n",
+                                                if args.zoom != 1 else "")
+                 + (f", test-time augmentation {args.tta}" if args.tta != "none" else "")
+                 + "\n",
                  f"UC Merced val: correlation between label maps {ucm['corr']:.2f}, "
                  f"brightness present {ucm['present']:.3f} / absent {ucm['absent']:.3f}"
                  + (f"; correlation between CM-GM part maps {ucm['parts']:.2f}"
@@ -228,7 +239,7 @@ def main() -> None:
                  "| data | label | crops | pointing | centre | absent-label map | "
                  "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
         for name, crops in sets.items():
-            result = pointing(model_dir, crops, np.random.default_rng(1))
+            result = pointing(model_dir, crops, np.random.default_rng(1), args.tta)
             for label, (p, centre, absent, recall) in sorted(result["rows"].items(),
                                                              key=lambda r: r[0] == "all"):
                 block.append(f"| {name} | {label} | {result['counts'][label]} | {p:.2f} | "
