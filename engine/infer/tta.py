@@ -66,7 +66,7 @@ class AugmentedPredictor(TilePredictor):
 
     def __init__(self, inner: TilePredictor, mode: str) -> None:
         super().__init__(inner.spec)
-        self.inner, self.mode, self.views = inner, mode, TTA_VIEWS[check_tta(mode)]
+        self.inner, self.views = inner, TTA_VIEWS[mode]
         self.runtime, self.device_type = inner.runtime, inner.device_type
 
     def __call__(self, batch: Batch) -> tuple[np.ndarray, np.ndarray | None]:
