@@ -369,3 +369,8 @@ def test_attention_pieces_joined_by_a_vrt_are_the_whole_raster(tmp_path, overlap
     with rasterio.open(tmp_path / "joined.vrt") as got, rasterio.open(tmp_path / "whole.tif") as want:
         assert got.descriptions == ("a", "b", "c") and got.transform == want.transform
         assert np.array_equal(got.read(), want.read()) and (want.read() >= 0).all()
+        for band in (1, 2, 3):  # the pieces' statistics add up to the whole raster's
+            for key in ("MINIMUM", "MAXIMUM", "MEAN", "STDDEV", "VALID_PERCENT"):
+                got_v = float(got.tags(band)[f"STATISTICS_{key}"])
+                assert got_v == pytest.approx(float(want.tags(band)[f"STATISTICS_{key}"]),
+                                              rel=1e-4), key

@@ -212,6 +212,28 @@ def test_attention_raster_has_no_empty_edge_column_or_row(tmp_path, run_cli):
     assert (band != -1).any(axis=0).all() and (band != -1).any(axis=1).all()
 
 
+def test_every_attention_band_declares_the_one_zero_to_one_scale(tmp_path, run_cli):
+    """A viewer stretches each label's band over 0-1, the scale all maps share, not over
+    the band's own range: a dim map stays dim, and a label absent everywhere (a constant
+    band) needs no statistics computed (GDAL warns that its max is not above its min)."""
+    from osgeo import gdal
+
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "s.gpkg", "--json-progress")
+    assert res.code == 0, res.err
+    ds = gdal.Open(_result(res.out)["attention"])
+    bands = [ds.GetRasterBand(b) for b in range(1, ds.RasterCount + 1)]
+    maxima = [band.ComputeRasterMinMax(False)[1] for band in bands]
+    assert min(maxima) < 0.5, "the sample has a label whose map stays dim everywhere"
+    for band in bands:
+        # bForce=False: what the file declares; nothing is computed from the pixels
+        low, high, mean, std = band.GetStatistics(False, False)
+        values = band.ReadAsArray()
+        assert (low, high) == (0.0, 1.0)
+        assert mean == pytest.approx(values.mean(), abs=1e-4)
+        assert std == pytest.approx(values.std(), abs=1e-4)
+    del bands, ds
+
+
 def test_store_records_the_raster_by_absolute_path(tmp_path, run_cli, monkeypatch):
     """Export and retraining re-open the raster from the store, from any folder."""
     monkeypatch.chdir(SAMPLE.parent)
