@@ -29,10 +29,12 @@ averages them, as annotate --tta does (the UC Merced map statistics stay without
 
 Usage: python benchmarks/attention_localisation.py MODEL_DIR [MODEL_DIR ...]
        [--zoom Z] [--tta MODE] [--markdown FILE]  (append the table to FILE)
+       [--json FILE]  (the figures as JSON: what make default-model puts in the card)
 """
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import warnings
 from dataclasses import dataclass
@@ -218,8 +220,10 @@ def main() -> None:
     ap.add_argument("--tta", default="none", choices=tuple(TTA_VIEWS),
                     help="test-time augmentation of the NWPU and DOTA crops (default none)")
     ap.add_argument("--markdown", type=Path, help="append the tables to this file")
+    ap.add_argument("--json", type=Path, help="write the figures to this file, per model "
+                    "folder name: {data: {label: {crops, pointing, centre, absent, recall}}}")
     args = ap.parse_args()
-    out = []
+    out, figures = [], {}
     for model_dir in args.models:
         spec_px = load_model(model_dir)[1].tile_px
         rng = np.random.default_rng(0)
@@ -238,8 +242,13 @@ def main() -> None:
                     if ucm["parts"] is not None else "") + "\n",
                  "| data | label | crops | pointing | centre | absent-label map | "
                  "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
+        figures[model_dir.name] = {"ucm": ucm}
         for name, crops in sets.items():
             result = pointing(model_dir, crops, np.random.default_rng(1), args.tta)
+            figures[model_dir.name][name] = {
+                label: {"crops": result["counts"][label], "pointing": float(row[0]),
+                        "centre": float(row[1]), "absent": float(row[2]),
+                        "recall": float(row[3])} for label, row in result["rows"].items()}
             for label, (p, centre, absent, recall) in sorted(result["rows"].items(),
                                                              key=lambda r: r[0] == "all"):
                 block.append(f"| {name} | {label} | {result['counts'][label]} | {p:.2f} | "
@@ -249,6 +258,8 @@ def main() -> None:
     if args.markdown:
         with open(args.markdown, "a") as fh:
             fh.write("\n".join(out) + "\n")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

@@ -22,10 +22,11 @@ TABLE = np.array([[1, 1, 1, 0, 0], [1, 1, 0, 0, 0], [1, 0, 0, 1, 0], [0, 0, 0, 1
                   [1, 1, 1, 0, 1], [0, 0, 0, 1, 0]])
 
 
-def tiny_cmgm(variant: str = "N-R-BiLSTM") -> CMGM:
+def tiny_cmgm(variant: str = "N-R-BiLSTM", feature_stride: int = 32) -> CMGM:
     torch.manual_seed(0)
     emb = torch.nn.functional.normalize(torch.randn(len(LABELS), 12), dim=1)
     return CMGM(CMGMConfig(n_labels=len(LABELS), variant=variant, parts=3, channels=16,
+                           feature_stride=feature_stride,
                            fc_hidden=8, embed_dim=16, lstm_hidden=16,
                            label_embeddings=emb.tolist(),
                            label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
@@ -128,6 +129,29 @@ def test_label_attention_is_v_per_location_weighted_by_its_parts_map_and_presenc
     p = torch.sigmoid(out.logits)[..., None, None]                   # presence (attention.py)
     torch.testing.assert_close(out.attention, p * torch.sigmoid(local))
     assert out.logits.shape == (2, len(LABELS))
+
+
+def test_stride_16_features_give_parts_and_overlays_twice_as_fine_from_both_stages():
+    model = tiny_cmgm(feature_stride=16).eval()
+    x = torch.randn(2, 3, 64, 64)
+    out = model(x)
+    maps = out.aux["maps"]
+    assert maps.shape[-2:] == out.attention.shape[-2:] == (4, 4)  # 64 px / 16
+    assert tiny_cmgm().eval()(x).attention.shape[-2:] == (2, 2)   # the paper's stride 32
+    # W1 reads the stride-16 map and the upsampled stride-32 map: both change F
+    taps = model.backbone.forward_stages(x, ("stride16", "stride32"))
+    w1 = model.reduce[0].weight                                    # [c, 16-ch + 32-ch, 1, 1]
+    assert w1.shape[1] == taps["stride16"].shape[1] + taps["stride32"].shape[1]
+    out.logits.sum().backward()
+    assert w1.grad[:, :taps["stride16"].shape[1]].abs().sum() > 0
+    assert w1.grad[:, taps["stride16"].shape[1]:].abs().sum() > 0
+
+
+def test_a_feature_stride_other_than_16_or_32_is_refused_by_name():
+    from engine.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="feature_stride 8 is not one of 16, 32"):
+        tiny_cmgm(feature_stride=8)
 
 
 # -- Cross-modal alignment (Section 3.3, Eq. 6) ----------------------------------------------

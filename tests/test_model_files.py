@@ -27,6 +27,19 @@ def test_default_model_card_states_its_validation_accuracy():
     assert f"{spec.metrics['val']['OF1']:.3f}" in card
 
 
+def test_default_model_card_states_its_figures_beyond_uc_merced_and_with_tta():
+    """The issue's model card: NWPU VHR-10 presence recall per label, and the test split
+    with test-time augmentation, as measured when the model was built."""
+    spec = read_spec(DEFAULT_MODEL)
+    card = (DEFAULT_MODEL / "README.md").read_text()
+    nwpu = spec.metrics["beyond_ucm"]["NWPU"]
+    for label in ("airplane", "tanks", "court", "cars", "ship"):
+        row = f"| NWPU | {label} | {nwpu[label]['crops']} | {nwpu[label]['recall']:.2f} |"
+        assert row in card
+    flips = spec.metrics["test_tta_flips"]
+    assert f"| test_tta_flips | {flips['OF1']:.3f} | {flips['CF1']:.3f} |" in card
+
+
 def test_model_directory_never_holds_a_pickle():
     """Weights (safetensors), description (JSON), the ONNX graph (a protobuf of operators,
     no code) and its sidecar: nothing that can run code when loaded."""

@@ -74,6 +74,18 @@ def test_onnx_runtime_matches_pytorch_for_deeplift_with_its_label_specific_term(
     assert np.abs(a_onnx - a_ref).max() < ATTENTION_TOL
 
 
+def test_onnx_runtime_matches_pytorch_for_cmgm_with_stride_16_features(ucm, tmp_path):
+    targets = np.stack([s.target for s in ucm.samples])
+    model_dir = blank_model_dir("cmgm", "N-R-BiLSTM", list(ucm.labels), targets, tmp_path / "m",
+                                extra_config={"feature_stride": 16})
+    onnx, ref = open_predictor(model_dir, "onnx", "cpu"), open_predictor(model_dir, "torch", "cpu")
+    batch = _real_batch(ref.spec, UCM)
+    (p_onnx, a_onnx), (p_ref, a_ref) = onnx(batch), ref(batch)
+    assert onnx.runtime == "onnx" and np.abs(p_onnx - p_ref).max() < PROB_TOL
+    assert a_onnx.shape[-1] == batch.shape[-1] // 16  # the finer map survives the export
+    assert np.abs(a_onnx - a_ref).max() < ATTENTION_TOL
+
+
 def _gap_linear_dir(ucm, folder: Path, seed: int = 0) -> Path:
     targets = np.stack([s.target for s in ucm.samples])
     return blank_model_dir("gap-linear", None, list(ucm.labels), targets, folder, seed=seed)

@@ -22,6 +22,9 @@ from engine.progress import Reporter
 
 ROOT = Path(__file__).resolve().parents[2]
 RECIPE = ROOT / "recipes" / "default.toml"
+LOCALISATION = ROOT / "benchmarks" / "attention_localisation.py"
+SHARED = ROOT.parent / "shared" / "data"
+BEYOND_LABELS = ("airplane", "tanks", "court", "cars", "ship", "all")
 MODEL_ID = "ucmerced-ms-cma-effnetlite0-v3"
 KEYS = ("OF1", "CF1", "mAP_macro", "OP", "OR", "CP", "CR", "EF1", "n_images")
 
@@ -45,6 +48,31 @@ def measure_test_split(model_dir: Path, dataset: Path) -> None:
     doc["metrics"]["test"] = {k: report[k] for k in KEYS}
     doc["metrics"]["test_at_0.5"] = {k: report["at_0.5"][k] for k in KEYS if k in report["at_0.5"]}
     doc["metrics"]["test_per_class"] = report.get("per_class", {})
+    flips = evaluate(model_dir, f"ucmerced:{dataset}", "test", quiet, tta="flips")
+    doc["metrics"]["test_tta_flips"] = {k: flips[k] for k in KEYS}
+    _write_spec(path, doc)
+
+
+def measure_beyond_ucm(model_dir: Path) -> None:
+    """Add the NWPU VHR-10 and DOTA figures (pointing, the absent-label map, presence
+    recall per label) to model.json, by benchmarks/attention_localisation.py; nothing
+    when ../shared/data lacks those sets (they are research-use only, never shipped)."""
+    if not (SHARED / "nwpu-vhr10").is_dir() or not (SHARED / "dota-samples").is_dir():
+        print(f"no NWPU VHR-10 / DOTA data under {SHARED}: the card gives no figures beyond "
+              "UC Merced", file=sys.stderr)
+        return
+    out = model_dir / "beyond_ucm.json"
+    subprocess.run([sys.executable, str(LOCALISATION), str(model_dir), "--json", str(out)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    figures = json.loads(out.read_text())[model_dir.name]
+    out.unlink()
+    path = model_dir / SPEC_FILE
+    doc = json.loads(path.read_text())
+    doc["metrics"]["beyond_ucm"] = {data: figures[data] for data in ("NWPU", "DOTA")}
+    _write_spec(path, doc)
+
+
+def _write_spec(path: Path, doc: dict) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     tmp.replace(path)
@@ -52,7 +80,7 @@ def measure_test_split(model_dir: Path, dataset: Path) -> None:
 
 def _rows(spec: ModelSpec) -> str:
     rows = []
-    for split in ("val", "val_at_0.5", "test", "test_at_0.5"):
+    for split in ("val", "val_at_0.5", "test", "test_at_0.5", "test_tta_flips"):
         m = spec.metrics.get(split)
         if m:
             rows.append(f"| {split} | " + " | ".join(
@@ -129,14 +157,15 @@ def model_card(spec: ModelSpec) -> str:
 ## Metrics
 
 The validation split chose the epoch and the thresholds, so `test` is the unbiased
-figure; `*_at_0.5` are the same model at 0.5 for every label. Definitions:
+figure; `*_at_0.5` are the same model at 0.5 for every label; `test_tta_flips` is
+`--tta flips` (each tile predicted in 4 views, averaged). Definitions:
 `engine/metrics.py` (OF1 = the CM-GM paper's MiF1, CF1 = its MaF1).
 
 | split | {' | '.join(KEYS)} |
 |---|{'---|' * len(KEYS)}
 {_rows(spec)}
 
-## Limits
+{_beyond_ucm(spec)}## Limits
 
 Trained on one 0.3 m RGB archive of US scenes: on other imagery (other resolutions,
 sensors, seasons, countries) presence recall drops; docs/benchmarks.md gives the NWPU
@@ -145,10 +174,40 @@ larger than a tile are not what it was trained on.
 """
 
 
+def _beyond_ucm(spec: ModelSpec) -> str:
+    """The card's section on NWPU VHR-10 and DOTA crops, from ``metrics.beyond_ucm``."""
+    beyond = spec.metrics.get("beyond_ucm")
+    if not beyond:
+        return ""
+    rows = []
+    for data, per_label in beyond.items():
+        for label in BEYOND_LABELS:
+            f = per_label.get(label)
+            if f:
+                rows.append(f"| {data} | {label} | {f['crops']} | {f['recall']:.2f} | "
+                            f"{f['pointing']:.2f} | {f['centre']:.2f} | "
+                            f"{f['pointing'] - f['absent']:+.2f} |")
+    return f"""## Beyond UC Merced
+
+Crops of the model's tile size around the boxes of NWPU VHR-10 (Google Earth, about
+0.5-2 m, shown as they come, not resampled to 0.3 m) and of two DOTA images
+(`benchmarks/attention_localisation.py`; research-use imagery, measured, never trained
+on). Presence recall: the label scored present at its threshold on crops that hold it.
+Pointing: the maximum of that label's attention falls in one of its boxes (15 px
+tolerance), beside the crop centre's rate and the margin over an absent label's map.
+
+| data | label | crops | presence recall | pointing | crop centre | pointing - absent-label map |
+|---|---|---|---|---|---|---|
+{chr(10).join(rows)}
+
+"""
+
+
 def finish(model_dir: Path, dataset: Path) -> ModelSpec:
     from engine.infer.onnx_export import export_onnx
 
     measure_test_split(model_dir, dataset)
+    measure_beyond_ucm(model_dir)
     spec = read_spec(model_dir)
     (model_dir / "README.md").write_text(model_card(spec))
     shutil.rmtree(model_dir / "checkpoint", ignore_errors=True)

@@ -4,6 +4,11 @@ Multi-Attention CNN-LSTM and Label Graph Mining"; shared/papers/cm-gm_li2022...)
 Forward pass (Figure 3):
 1. F = W1 * X: the backbone's feature map, then a 1x1 convolution to ``channels`` (with
    batch normalisation and ReLU). "W1" in this module is the backbone and that layer.
+   ``feature_stride`` 32 (the paper's, ResNet-50's last stage: 8 x 8 locations on a
+   256 px tile) or 16: X is then the backbone's stride-16 map with its stride-32 map
+   bilinearly upsampled beside it (16 x 16 locations), so that parts and the overlay
+   can separate objects a few metres apart (the attention issue: "map resolution that
+   suits"; docs/benchmarks.md says what it gave).
 2. The classifier V (a linear layer on the average-pooled F) gives the CNN's label
    scores, p_cnn. It is V of Eq. 1 and the "pre-trained CNN" of Section 3.4, trained with
    BCE in every step of stages 0 and 1 (in stage 0 with W1, as a plain classifier).
@@ -127,6 +132,7 @@ class CMGMConfig:
     pretrained: bool = False
     variant: str = DEFAULT_VARIANT
     parts: int | None = None           # N attention parts; default: one per label
+    feature_stride: int = 32           # F's stride: 32 (the paper's) or 16 (step 1 above)
     channels: int = 512                # c, the width of F = W1 * X
     fc_hidden: int = 128               # hidden width of each part's grouping FC
     embed_dim: int = 512               # label-embedding size (paper: 512)
@@ -152,7 +158,7 @@ class CMGM(nn.Module):
         self.variant = Variant.parse(cfg.variant)
         c, n_labels = cfg.channels, cfg.n_labels
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
-        self.reduce = nn.Sequential(nn.Conv2d(self.backbone.out_channels, c, 1, bias=False),
+        self.reduce = nn.Sequential(nn.Conv2d(self._input_channels(), c, 1, bias=False),
                                     nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(c, n_labels)                              # V
         self.rmam = ResidualMultiAttention(c, cfg.parts or n_labels, cfg.fc_hidden,
@@ -168,10 +174,29 @@ class CMGM(nn.Module):
         self.phase: str | None = None
         self._schedulable: set[int] | None = None
 
+    def _input_channels(self) -> int:
+        """Channels of X, the backbone's map(s) W1's 1x1 layer reads (``feature_stride``)."""
+        stride = self.cfg.feature_stride
+        if stride == 32:
+            return self.backbone.out_channels
+        if stride != 16:
+            raise ModelFileError(f"cmgm feature_stride {stride} is not one of 16, 32")
+        if not hasattr(self.backbone, "stage_outputs"):
+            raise ModelFileError(f"cmgm feature_stride 16 needs a backbone with a stride-16 "
+                                 f"stage (efficientnet_lite*), not {self.cfg.backbone}")
+        return self.backbone.stage_outputs["stride16"][1] + self.backbone.out_channels
+
     # -- forward ------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        """F = W1 * X."""
-        return self.reduce(self.backbone(x))
+        """F = W1 * X (X: the stride-32 map, or at stride 16 the stride-16 map with the
+        stride-32 map upsampled beside it)."""
+        if self.cfg.feature_stride == 32:
+            return self.reduce(self.backbone(x))
+        taps = self.backbone.forward_stages(x, ("stride16", "stride32"))
+        fine = taps["stride16"]
+        coarse = F.interpolate(taps["stride32"], size=fine.shape[-2:], mode="bilinear",
+                               align_corners=False)
+        return self.reduce(torch.cat([fine, coarse], dim=1))
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         feats = self.features(x)
