@@ -205,13 +205,15 @@ tolerance), beside the crop centre's rate and the margin over an absent label's 
 
 def finish(model_dir: Path, dataset: Path) -> ModelSpec:
     from engine.infer.onnx_export import export_onnx
+    from engine.infer.onnx_file import trusted_graph
 
     measure_test_split(model_dir, dataset)
     measure_beyond_ucm(model_dir)
     spec = read_spec(model_dir)
     (model_dir / "README.md").write_text(model_card(spec))
     shutil.rmtree(model_dir / "checkpoint", ignore_errors=True)
-    export_onnx(model_dir, force=True)
+    if trusted_graph(model_dir) is None:  # a re-finished model keeps its graph
+        export_onnx(model_dir, force=True)
     return spec
 
 
