@@ -15,6 +15,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from engine.models.spec import SPEC_FILE, ModelSpec, read_spec
@@ -61,11 +62,11 @@ def measure_beyond_ucm(model_dir: Path) -> None:
         print(f"no NWPU VHR-10 / DOTA data under {SHARED}: the card gives no figures beyond "
               "UC Merced", file=sys.stderr)
         return
-    out = model_dir / "beyond_ucm.json"
-    subprocess.run([sys.executable, str(LOCALISATION), str(model_dir), "--json", str(out)],
-                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
-    figures = json.loads(out.read_text())[model_dir.name]
-    out.unlink()
+    with tempfile.TemporaryDirectory() as tmp:  # nothing stray left in the model folder
+        out = Path(tmp) / "beyond_ucm.json"
+        subprocess.run([sys.executable, str(LOCALISATION), str(model_dir), "--json", str(out)],
+                       check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+        figures = json.loads(out.read_text())[model_dir.name]
     path = model_dir / SPEC_FILE
     doc = json.loads(path.read_text())
     doc["metrics"]["beyond_ucm"] = {data: figures[data] for data in ("NWPU", "DOTA")}
