@@ -16,7 +16,9 @@ of what this measures) holds the box at a random offset (seeded). On each crop:
   absent from the crop (a label with no box there, drawn at random among the labels the
   benchmark maps: a model whose maps are all one map points as well with it);
 - presence recall: the share of crops whose label probability reaches the model's
-  threshold.
+  threshold;
+- CM-GM only, part pointing: the same game played with the label's assigned RMAM part
+  map M_n (Eq. 1) instead of its overlay: do the parts themselves land on objects?
 ``--zoom Z`` cuts crops of S / Z image pixels and enlarges them to the model's S (boxes
 scaled with them), as annotate resamples imagery to the model's ground sampling distance:
 NWPU's 0.5-2 m at Z = 2 looks like 0.25-1 m. It tells a scale failure from a content one.
@@ -162,11 +164,33 @@ def predict(model, spec, images: np.ndarray, batch: int = 16, tta: str = "none")
     return np.concatenate(probs), np.concatenate(maps)
 
 
+def assigned_parts(model, spec, images: np.ndarray, batch: int = 16) -> np.ndarray | None:
+    """CM-GM: each label's assigned part map M_n [N, C, S, S] (Eq. 1), upsampled to the
+    crop; None for other architectures."""
+    if not hasattr(model, "rmam"):
+        return None
+    mean = torch.tensor(spec.mean)[:, None, None]
+    std = torch.tensor(spec.std)[:, None, None]
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(images), batch):
+            x = (torch.from_numpy(images[i:i + batch]).float() / 255 - mean) / std
+            aux = model(x).aux
+            maps, choice = aux["maps"], aux["part_choice"]
+            picked = maps.gather(1, choice[..., None, None].expand(-1, -1, *maps.shape[-2:]))
+            out.append(F.interpolate(picked.float(), size=x.shape[-2:], mode="bilinear",
+                                     align_corners=False).numpy())
+    return np.concatenate(out)
+
+
 def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator,
              tta: str = "none") -> dict:
     model, spec = load_model(model_dir)
     labels = spec.labels
-    probs, maps = predict(model, spec, np.stack([c.image for c in crops]), tta=tta)
+    images = np.stack([c.image for c in crops])
+    probs, maps = predict(model, spec, images, tta=tta)
+    parts = assigned_parts(model, spec, images)
+    part_hits: dict[str, list[bool]] = {}
     thresholds = np.asarray(spec.label_thresholds())
     mapped = sorted({*NWPU_CLASSES.values(), *DOTA_CLASSES.values()})
     per_label: dict[str, list[tuple[int, int, int, int]]] = {}
@@ -178,6 +202,9 @@ def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator,
         other = labels.index(absent[int(rng.integers(len(absent)))])
         other_peak = np.unravel_index(maps[k, other].argmax(), maps[k, other].shape)[::-1]
         boxes = crop.boxes[crop.label]
+        if parts is not None:
+            part_peak = np.unravel_index(parts[k, c].argmax(), parts[k, c].shape)[::-1]
+            part_hits.setdefault(crop.label, []).append(hit(part_peak, boxes))
         per_label.setdefault(crop.label, []).append((
             hit(peak, boxes), hit((size // 2, size // 2), boxes), hit(other_peak, boxes),
             probs[k, c] >= thresholds[c]))
@@ -185,7 +212,11 @@ def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator,
     every = np.array([x for v in per_label.values() for x in v], float)
     rows["all"] = every.mean(0)
     counts = {l: len(v) for l, v in per_label.items()} | {"all": len(every)}
-    return {"rows": rows, "counts": counts}
+    part_rows = None
+    if parts is not None:
+        part_rows = {l: float(np.mean(v)) for l, v in part_hits.items()}
+        part_rows["all"] = float(np.mean([x for v in part_hits.values() for x in v]))
+    return {"rows": rows, "counts": counts, "parts": part_rows}
 
 
 def ucm_maps(model_dir: Path, n: int = 200) -> dict:
@@ -243,16 +274,26 @@ def main() -> None:
                  "| data | label | crops | pointing | centre | absent-label map | "
                  "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
         figures[model_dir.name] = {"ucm": ucm}
+        parts_line: list[str] = []
         for name, crops in sets.items():
             result = pointing(model_dir, crops, np.random.default_rng(1), args.tta)
             figures[model_dir.name][name] = {
                 label: {"crops": result["counts"][label], "pointing": float(row[0]),
                         "centre": float(row[1]), "absent": float(row[2]),
                         "recall": float(row[3])} for label, row in result["rows"].items()}
+            if result["parts"] is not None:
+                for label, value in result["parts"].items():
+                    figures[model_dir.name][name][label]["part_pointing"] = value
+                parts_line.append(f"{name} " + ", ".join(
+                    f"{l} {v:.2f}" for l, v in sorted(result["parts"].items(),
+                                                      key=lambda r: r[0] == "all")))
             for label, (p, centre, absent, recall) in sorted(result["rows"].items(),
                                                              key=lambda r: r[0] == "all"):
                 block.append(f"| {name} | {label} | {result['counts'][label]} | {p:.2f} | "
                              f"{centre:.2f} | {absent:.2f} | {p - absent:+.2f} | {recall:.2f} |")
+        if parts_line:
+            block.append("\nCM-GM, pointing with each label's assigned part map M_n: "
+                         + "; ".join(parts_line))
         print("\n".join(block), flush=True)
         out += block
     if args.markdown:

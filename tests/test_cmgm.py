@@ -65,6 +65,36 @@ def test_part_attention_lights_where_its_channels_outrespond_the_other_parts():
     assert float(maps.min()) > 0 and float(maps.max()) < 1
 
 
+def test_competing_parts_share_a_location_and_a_lone_part_keeps_its_sigmoid():
+    independent = ResidualMultiAttention(channels=3, parts=3, hidden=2, normalise=True,
+                                         residual=True)
+    competing = ResidualMultiAttention(channels=3, parts=3, hidden=2, normalise=True,
+                                       residual=True, competing=True)
+    feats = torch.zeros(1, 3, 1, 3)
+    feats[0, 0, 0, 0] = 4.0               # left: part 0 alone responds
+    feats[0, :2, 0, 1] = 4.0              # middle: parts 0 and 1 respond alike
+    d = torch.eye(3)[None]                # part n reads channel n
+    with torch.no_grad():
+        independent.offset.fill_(1.0)
+        competing.offset.fill_(1.0)
+        lone = independent.attention(feats, d)[0, :, 0]
+        shared = competing.attention(feats, d)[0, :, 0]                  # [N, w]
+    assert float(shared[0, 0]) > 0.9 and float(lone[0, 0]) > 0.9
+    # the two parts split the middle location; independent sigmoids light both fully
+    assert float(shared[:2, 1].sum()) < 1.0 < float(lone[:2, 1].sum())
+    torch.testing.assert_close(shared[0, 1], shared[1, 1])
+    assert float(shared[:, 2].max()) < 0.1   # nothing responds: the null part keeps it dark
+
+
+def test_an_unknown_part_map_kind_is_refused_with_the_choices():
+    from engine.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="part_maps 'soft' is not one of independent, "
+                                             "competing"):
+        CMGM(CMGMConfig(n_labels=len(LABELS), part_maps="soft", channels=16,
+                        label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
+
+
 def test_grouping_loss_prefers_compact_and_distinct_parts():
     compact = torch.full((1, 2, 8, 8), 0.01)
     compact[0, 0, 1, 1] = compact[0, 1, 6, 6] = 1.0

@@ -66,6 +66,30 @@ def test_deeplift_lift_maps_are_label_embeddings_times_features():
     assert m_c.shape == (1, len(LABELS)) and bool(((m_c > 0) & (m_c < 1)).all())
 
 
+def test_deeplift_at_stride_16_gives_lift_maps_twice_as_fine_from_both_stages():
+    coarse = build("deeplift", request(variant="agcn")).eval()
+    x = torch.randn(1, 3, 64, 64)
+    assert coarse(x).attention.shape[-1] == 2
+    model = build("deeplift", request(variant="agcn", feature_stride=16)).train()
+    out = model(x)
+    assert out.attention.shape[-1] == 4
+    out.logits.sum().backward()
+    block16 = model.backbone.stage_outputs["stride16"][0]
+    last = len(model.backbone._blocks) - 1
+    # the stride-16 block that the fine map taps is trained by it, not only the last one
+    grads = [n for n, p in model.backbone.named_parameters()
+             if p.grad is not None and p.grad.abs().sum() > 0]
+    assert any(n.startswith(f"_blocks.{block16}.") for n in grads)
+    assert any(n.startswith(f"_blocks.{last}.") for n in grads)
+
+
+def test_deeplift_refuses_a_feature_stride_it_cannot_give_by_name():
+    from engine.errors import ModelFileError
+
+    with pytest.raises(ModelFileError, match="deeplift feature_stride 8 is not one of 16, 32"):
+        build("deeplift", request(variant="agcn", feature_stride=8))
+
+
 def test_deeplift_label_specific_term_scores_each_label_from_its_own_channel():
     model = build("deeplift", request(variant="agcn", label_loss=0.5)).train()
     with torch.no_grad():

@@ -64,9 +64,10 @@ def test_onnx_runtime_matches_pytorch_on_real_tiles(arch, variant, ucm, tmp_path
 
 
 @pytest.mark.parametrize("arch,variant,option,stride", [
-    ("deeplift", "agcn", {"label_loss": 1.0}, 32),      # its label-specific term
-    ("cmgm", "N-R-BiLSTM", {"feature_stride": 16}, 16),  # F at stride 16
-], ids=["deeplift-label-loss", "cmgm-stride16"])
+    ("deeplift", "agcn", {"label_loss": 1.0, "feature_stride": 16}, 16),  # label term, stride 16
+    ("cmgm", "N-R-BiLSTM", {"feature_stride": 16}, 16),                   # F at stride 16
+    ("cmgm", "N-R-BiLSTM", {"feature_stride": 16, "part_maps": "competing"}, 16),
+], ids=["deeplift-label-loss-stride16", "cmgm-stride16", "cmgm-competing-parts"])
 def test_onnx_runtime_matches_pytorch_for_an_architecture_option(arch, variant, option, stride,
                                                                  ucm, tmp_path):
     targets = np.stack([s.target for s in ucm.samples])

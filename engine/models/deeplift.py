@@ -1,6 +1,8 @@
 """Deep-LIFT: deep label-specific feature learning (Li et al. 2022, shared/papers/deep-lift...).
 
-1. Image representation: a backbone feature map F [D, H, W].
+1. Image representation: a backbone feature map F [D, H, W]; ``feature_stride`` 32 (the
+   last stage, the paper's) or 16 (the stride-16 stage with the stride-32 map upsampled
+   beside it: 16 x 16 LIFT maps on a 256 px tile; engine/models/feature_stride.py).
 2. Label correlation: label re-embeddings L [C, D] from the label text embeddings through
    AGCN (two attention graph convolutions, Eq. 3; paper dims 1024 -> D) or RGCN
    (512 -> 1024 -> residual block of 1024 (Eq. 4) -> D), LeakyReLU(0.2) between layers,
@@ -46,6 +48,7 @@ from torch import nn
 
 from engine.models.attention import presence_weighted
 from engine.models.backbones import build_backbone
+from engine.models.feature_stride import stride_channels, stride_features
 from engine.models.gcn import (LEAKY_SLOPE, AttentionGraphConvolution, GraphConvolution,
                                ResidualGraphBlock, attach_label_embeddings, label_adjacency)
 from engine.models.output import ModelOutput
@@ -66,6 +69,7 @@ class DeepLiftConfig:
     agcn_dims: tuple[int, ...] = (1024,)
     rgcn_dims: tuple[int, ...] = (512, 1024)
     label_loss: float = 0.0   # weight of the label-specific term (docstring); 0 = Eq. 8 alone
+    feature_stride: int = 32  # F's stride: 32 or 16 (step 1 above)
 
 
 def normalised_adjacency(adjacency: torch.Tensor) -> torch.Tensor:
@@ -136,7 +140,8 @@ class DeepLift(nn.Module):
     def __init__(self, cfg: DeepLiftConfig) -> None:
         super().__init__()
         self.backbone = build_backbone(cfg.backbone, cfg.in_bands, cfg.pretrained)
-        dim = self.backbone.out_channels
+        self.feature_stride = cfg.feature_stride
+        dim = stride_channels(self.backbone, cfg.feature_stride, "deeplift", cfg.backbone)
         attach_label_embeddings(self, cfg.label_embeddings, cfg.n_labels)
         self.reembed = LabelReembedding(cfg, self.label_embeddings.shape[1], dim)
         self.channel_attention = ChannelAttention(cfg.n_labels)
@@ -152,7 +157,7 @@ class DeepLift(nn.Module):
         return torch.einsum("cd,bdhw->bchw", labels, feats)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        a = self.lift_maps(self.backbone(x))
+        a = self.lift_maps(stride_features(self.backbone, x, self.feature_stride))
         m_c = self.channel_attention(a)
         a_att = m_c[:, :, None, None] * a                                   # Eq. 7
         pooled = torch.cat([a_att.mean(dim=(2, 3)), a_att.amax(dim=(2, 3))], dim=1)

@@ -70,6 +70,7 @@ def _deeplift(r: BuildRequest) -> nn.Module:
         variant=r.arch_config.get("variant", "agcn"),
         tau=float(r.arch_config.get("tau", DEEPLIFT_TAU)),
         label_loss=float(r.arch_config.get("label_loss", 0.0)),
+        feature_stride=int(r.arch_config.get("feature_stride", 32)),
         label_embeddings=r.label_embeddings, label_graph=r.label_graph))
 
 

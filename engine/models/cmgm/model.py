@@ -96,6 +96,7 @@ from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, group
                                      peak_response_groups)
 from engine.models.cmgm.sequence import (CANDIDATE, CREDIBLE, SequencePredictor,
                                          credible_scores, label_sequences)
+from engine.models.feature_stride import stride_channels, stride_features
 from engine.models.gcn import attach_label_embeddings, label_adjacency
 from engine.models.output import ModelOutput
 
@@ -104,6 +105,7 @@ DEFAULT_VARIANT = "N-R-BiLSTM"
 PRETRAIN = "pretrain"
 PHASES = ("features", "grouping", "alignment")
 REASONING = "reasoning"
+PART_MAPS = ("independent", "competing")
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ class CMGMConfig:
     variant: str = DEFAULT_VARIANT
     parts: int | None = None           # N attention parts; default: one per label
     feature_stride: int = 32           # F's stride: 32 (the paper's) or 16 (step 1 above)
+    part_maps: str = "independent"     # or "competing": parts share each location (rmam.py)
     channels: int = 512                # c, the width of F = W1 * X
     fc_hidden: int = 128               # hidden width of each part's grouping FC
     embed_dim: int = 512               # label-embedding size (paper: 512)
@@ -161,8 +164,12 @@ class CMGM(nn.Module):
         self.reduce = nn.Sequential(nn.Conv2d(self._input_channels(), c, 1, bias=False),
                                     nn.BatchNorm2d(c), nn.ReLU(inplace=True))
         self.classifier = nn.Linear(c, n_labels)                              # V
+        if cfg.part_maps not in PART_MAPS:
+            raise ModelFileError(f"cmgm part_maps '{cfg.part_maps}' is not one of "
+                                 f"{', '.join(PART_MAPS)}")
         self.rmam = ResidualMultiAttention(c, cfg.parts or n_labels, cfg.fc_hidden,
-                                           self.variant.normalise, self.variant.residual)
+                                           self.variant.normalise, self.variant.residual,
+                                           competing=cfg.part_maps == "competing")
         attach_label_embeddings(self, cfg.label_embeddings, n_labels)
         adjacency = label_adjacency(cfg.label_graph, n_labels, cfg.tau)
         probs = torch.tensor(LabelGraph.from_json(cfg.label_graph).probs, dtype=torch.float32)
@@ -176,27 +183,14 @@ class CMGM(nn.Module):
 
     def _input_channels(self) -> int:
         """Channels of X, the backbone's map(s) W1's 1x1 layer reads (``feature_stride``)."""
-        stride = self.cfg.feature_stride
-        if stride == 32:
-            return self.backbone.out_channels
-        if stride != 16:
-            raise ModelFileError(f"cmgm feature_stride {stride} is not one of 16, 32")
-        if not hasattr(self.backbone, "stage_outputs"):
-            raise ModelFileError(f"cmgm feature_stride 16 needs a backbone with a stride-16 "
-                                 f"stage (efficientnet_lite*), not {self.cfg.backbone}")
-        return self.backbone.stage_outputs["stride16"][1] + self.backbone.out_channels
+        return stride_channels(self.backbone, self.cfg.feature_stride, "cmgm",
+                               self.cfg.backbone)
 
     # -- forward ------------------------------------------------------------------------
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """F = W1 * X (X: the stride-32 map, or at stride 16 the stride-16 map with the
-        stride-32 map upsampled beside it)."""
-        if self.cfg.feature_stride == 32:
-            return self.reduce(self.backbone(x))
-        taps = self.backbone.forward_stages(x, ("stride16", "stride32"))
-        fine = taps["stride16"]
-        coarse = F.interpolate(taps["stride32"], size=fine.shape[-2:], mode="bilinear",
-                               align_corners=False)
-        return self.reduce(torch.cat([fine, coarse], dim=1))
+        stride-32 map upsampled beside it; engine/models/feature_stride.py)."""
+        return self.reduce(stride_features(self.backbone, x, self.cfg.feature_stride))
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         feats = self.features(x)

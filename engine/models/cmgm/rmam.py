@@ -26,6 +26,17 @@ Two choices, each made against a measured failure:
   correlation is -0.01 to -0.03, and classification improved too (val mAP 0.843 against
   0.709 in the same budget: parts that differ give Eq. 1 different features to choose
   from).
+Competing parts (``competing``, our option; CMGMConfig.part_maps = "competing"): the parts
+share each location with one another and with a null part of logit 0,
+
+    M_n = exp(z_n) / (1 + sum_k exp(z_k)),   z_n = kappa_n (s_n - mean_k s_k - b_n),
+
+which is sigmoid(z_n) where part n alone responds and splits the location where several
+do. With independent sigmoids every part could stay lit over the whole tile: fine-tuned
+at stride 16, the part maps were mostly on or off over the whole tile (tile-level
+switches, docs/benchmarks.md), the diversity term alone did not pull them apart. The null
+part keeps a location dark where no part responds, so an absent label's part stays dim.
+
 ``calibrate`` sets b_n to the 80th percentile of the contrast over the training sample and
 kappa_n to 4 / its standard deviation, so about a fifth of each part's locations start lit.
 
@@ -99,12 +110,13 @@ class ResidualMultiAttention(nn.Module):
     """Part attention maps M [B, N, h, w] and part features P [B, N, c] (Eq. 2/3)."""
 
     def __init__(self, channels: int, parts: int, hidden: int, normalise: bool,
-                 residual: bool) -> None:
+                 residual: bool, competing: bool = False) -> None:
         super().__init__()
         self.grouping = ChannelGrouping(channels, parts, hidden)
         self.kappa = nn.Parameter(torch.full((parts,), KAPPA_INIT))
         self.offset = nn.Parameter(torch.zeros(parts))                  # b_n
         self.normalise, self.residual = normalise, residual
+        self.competing = competing
 
     @staticmethod
     def responses(feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
@@ -115,7 +127,11 @@ class ResidualMultiAttention(nn.Module):
 
     def attention(self, feats: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
         s = self.responses(feats, d) - self.offset[None, :, None, None]
-        return torch.sigmoid(self.kappa[None, :, None, None] * s)
+        z = self.kappa[None, :, None, None] * s
+        if not self.competing:
+            return torch.sigmoid(z)
+        null = torch.zeros_like(z[:, :1])                 # the null part's logit
+        return torch.softmax(torch.cat([null, z], dim=1), dim=1)[:, 1:]
 
     @torch.no_grad()
     def calibrate(self, feats: torch.Tensor, lit: float = LIT_FRACTION) -> None:
