@@ -22,7 +22,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from attention_localisation import (DOTA_CLASSES, NWPU_CLASSES, SHARED, Crop,  # noqa: E402
-                                    dota_boxes, make_crops, nwpu_boxes, predict)
+                                    dota_boxes, make_crops, nwpu_boxes, predict,
+                                    trained_nwpu_images)
 from engine.models.modelfile import load_model  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,7 +56,8 @@ def main() -> None:
     args = ap.parse_args()
     model, spec = load_model(args.model)
     rng = np.random.default_rng(0)
-    crops = make_crops(nwpu_boxes(SHARED / "nwpu-vhr10"), spec.tile_px, rng, 3)
+    held_out = nwpu_boxes(SHARED / "nwpu-vhr10", trained_nwpu_images([args.model]))
+    crops = make_crops(held_out, spec.tile_px, rng, 3)
     crops += make_crops(dota_boxes(SHARED / "dota-samples"), spec.tile_px, rng, 40)
     crops = pick(crops, args.per_label)
     probs, maps = predict(model, spec, np.stack([c.image for c in crops]))

@@ -7,6 +7,10 @@ Data (../shared/data, research use, never copied into the repo):
   -> court, vehicle -> cars.
 - DOTA samples P0706 (ships, 0.256 m) and P1888 (vehicles, 0.266 m).
 
+Images a model trained on (``nwpu-vhr10`` crops as weakly labelled data, model.json's
+``training.train_images``) are left out for every model of the run, so the models compare
+on the same held-out images; the run says how many.
+
 For every box of a mapped class that fits, one crop of the model's tile size (in image
 pixels, not resampled: the imagery's GSD differs from the model's 0.3 m, which is part
 of what this measures) holds the box at a random offset (seeded). On each crop:
@@ -48,6 +52,7 @@ import rasterio.errors
 import torch
 import torch.nn.functional as F
 
+from engine.data.boxes import NWPU_CLASSES, image_of, nwpu_images
 from engine.data.datasets import open_dataset
 from engine.models.attention import map_correlation
 from engine.infer.predictor import Predictor
@@ -55,7 +60,6 @@ from engine.infer.tta import TTA_VIEWS, with_tta
 from engine.models.modelfile import load_model
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
-NWPU_CLASSES = {1: "airplane", 2: "ship", 3: "tanks", 5: "court", 6: "court", 10: "cars"}
 DOTA_CLASSES = {"ship": "ship", "small-vehicle": "cars", "large-vehicle": "cars"}
 TOLERANCE = 15
 
@@ -76,17 +80,15 @@ def read_rgb(path: Path) -> np.ndarray:
         return ds.read([1, 2, 3]) if ds.count >= 3 else np.repeat(ds.read([1]), 3, 0)
 
 
-def nwpu_boxes(root: Path) -> list[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
-    found = []
-    for gt in sorted((root / "ground_truth").glob("*.txt")):
-        boxes = []
-        for line in gt.read_text().splitlines():
-            m = re.match(r"\((\d+),(\d+)\),\((\d+),(\d+)\),(\d+)", line.replace(" ", ""))
-            if m and int(m[5]) in NWPU_CLASSES:
-                boxes.append((NWPU_CLASSES[int(m[5])], tuple(int(v) for v in m.groups()[:4])))
-        if boxes:
-            found.append((root / "images" / f"{gt.stem}.jpg", boxes))
-    return found
+def trained_nwpu_images(model_dirs: list[Path]) -> set[str]:
+    """The NWPU images (file stems) any of the models trained on."""
+    names = (n for d in model_dirs for n in load_model(d)[1].training.get("train_images", ()))
+    return {stem for stem in map(image_of, names) if stem is not None}
+
+
+def nwpu_boxes(root: Path, leave_out: set[str]) -> list:
+    """(image, boxes) of the NWPU images not in ``leave_out``."""
+    return [(path, boxes) for path, boxes in nwpu_images(root) if path.stem not in leave_out]
 
 
 def dota_boxes(root: Path) -> list[tuple[Path, list[tuple[str, tuple[int, int, int, int]]]]]:
@@ -255,10 +257,16 @@ def main() -> None:
                     "folder name: {data: {label: {crops, pointing, centre, absent, recall}}}")
     args = ap.parse_args()
     out, figures = [], {}
+    leave_out = trained_nwpu_images(args.models)
+    nwpu = nwpu_boxes(SHARED / "nwpu-vhr10", leave_out)
+    if leave_out:
+        out.append(f"NWPU: {len(nwpu)} images; {len(leave_out)} that a model of this run "
+                   "trained on are left out for every model")
+        print(out[-1], flush=True)
     for model_dir in args.models:
         spec_px = load_model(model_dir)[1].tile_px
         rng = np.random.default_rng(0)
-        sets = {"NWPU": make_crops(nwpu_boxes(SHARED / "nwpu-vhr10"), spec_px, rng,
+        sets = {"NWPU": make_crops(nwpu, spec_px, rng,
                                    args.per_image, args.zoom),
                 "DOTA": make_crops(dota_boxes(SHARED / "dota-samples"), spec_px, rng, 40,
                                    args.zoom)}

@@ -26,7 +26,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from attention_localisation import SHARED, make_crops, nwpu_boxes, pointing
+from attention_localisation import (SHARED, make_crops, nwpu_boxes, pointing,
+                                    trained_nwpu_images)
 
 from engine.models.modelfile import load_model
 from engine.progress import Reporter
@@ -58,8 +59,8 @@ def figures(model_dir: Path, dataset: Path) -> dict[str, float]:
     quiet = Reporter(json_lines=True, stream=open(os.devnull, "w"))
     m = evaluate(model_dir, f"ucmerced:{dataset}", "test", quiet)
     tile_px = load_model(model_dir)[1].tile_px
-    crops = make_crops(nwpu_boxes(SHARED / "nwpu-vhr10"), tile_px, np.random.default_rng(0), 3,
-                       1.0)
+    held_out = nwpu_boxes(SHARED / "nwpu-vhr10", trained_nwpu_images([model_dir]))
+    crops = make_crops(held_out, tile_px, np.random.default_rng(0), 3, 1.0)
     rows = pointing(model_dir, crops, np.random.default_rng(1))["rows"]
     hit, _, absent, _ = rows["all"]
     return {"OF1": m["OF1"], "CF1": m["CF1"], "mAP": m["mAP_macro"], "EF1": m["EF1"],

@@ -281,6 +281,10 @@ def cmd_graph(args: argparse.Namespace, reporter: Reporter) -> int:
     _check_new_file(args.out, args.overwrite, "--out")
     _check_new_file(args.png, args.overwrite, "--png")
     dataset = open_dataset(args.dataset)
+    if not dataset.complete_labels:
+        raise TileLabelError(f"{dataset!r} labels only some classes of each tile; label "
+                             "co-occurrence needs every label of a tile: mine the graph of a "
+                             "completely labelled dataset")
     samples = dataset.split(args.split) if args.split else dataset.samples
     graph = LabelGraph.mine(dataset.labels, dataset.targets(samples), args.tau)
     Path(args.out).write_text(json.dumps(graph.to_json(), indent=1) + "\n")
@@ -398,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on one or more datasets",
                        description="Train ARCH on KIND:PATH datasets (ucmerced, bigearthnet-v1, "
-                       "bigearthnet-v2, gpkg) and write a model directory. Several GPUs or "
-                       "machines: start it with torchrun.")
+                       "bigearthnet-v2, gpkg; nwpu-vhr10 as extra weakly labelled data) and "
+                       "write a model directory. Several GPUs or machines: start it with "
+                       "torchrun.")
     t.add_argument("--recipe", help="a training recipe (TOML, e.g. recipes/default.toml): "
                    "its values are the defaults; flags given here win over it")
     hp = argparse.SUPPRESS  # hyper-parameters not given come from the recipe or TrainConfig
@@ -409,7 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "N-LSTM, N-R-LSTM, N-BiLSTM or N-R-BiLSTM, the default; kbranch: the "
                    "Sentinel-2 resolutions, e.g. 20m+60m, default all in the data)")
     t.add_argument("--dataset", action="append", required=True, metavar="KIND:PATH",
-                   help="training data; repeat to combine datasets with the same labels")
+                   help="training data; repeat to combine datasets with the same labels. "
+                   "A weakly labelled set (nwpu-vhr10: box-confirmed labels only) may come "
+                   "after the first and name fewer labels: the rest count as unknown")
     t.add_argument("--out", required=True, help="model directory to write")
     t.add_argument("--backbone", default=hp,
                    help="efficientnet_lite0 (the default), efficientnet_lite1 or "

@@ -29,6 +29,10 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
     image predicted as annotate predicts a tile (``tta``: engine/infer/tta.py)."""
     model, spec = load_model(model_dir)
     dataset = open_dataset(dataset_spec, bands=spec.bands)
+    if not dataset.complete_labels:
+        raise TileLabelError(f"{dataset!r} labels only some classes of each tile, and these "
+                             "metrics need every label of a tile; measure presence recall on "
+                             "it with benchmarks/attention_localisation.py")
     if dataset.labels != spec.labels:
         raise TileLabelError(f"the dataset's labels ({len(dataset.labels)}) are not the "
                              f"model's ({len(spec.labels)}); evaluate on data of the same "

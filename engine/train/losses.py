@@ -9,6 +9,11 @@
 - ``asl``: asymmetric loss (Ridnik et al. 2021, Eq. 1-5): positives
   (1-p)^gamma_pos * log(p), negatives p_m^gamma_neg * log(1-p_m) with the shifted
   probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05.
+
+Every loss skips unknown labels: a NaN target (weakly labelled data, e.g. the crops of an
+object-detection set, engine.data.boxes) adds nothing to the loss or its gradient, and a
+mean is taken over the known entries only. With every label known each loss is exactly
+its formula above.
 """
 from __future__ import annotations
 
@@ -21,6 +26,27 @@ LOSSES = ("bce", "weighted-bce", "imbalance-bce", "asl")
 IMBALANCE_BETA = 0.4
 
 
+def known(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets with unknown entries set to 0, the 0/1 mask of known entries)."""
+    mask = torch.isfinite(targets)
+    return torch.where(mask, targets, torch.zeros_like(targets)), mask.to(targets.dtype)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor | None = None,
+               pos_weight: torch.Tensor | None = None) -> torch.Tensor:
+    """BCE with logits, mean over the known entries (every entry when none is NaN)."""
+    targets, mask = known(targets)
+    w = mask if weight is None else mask * weight
+    total = F.binary_cross_entropy_with_logits(logits, targets, weight=w, pos_weight=pos_weight,
+                                               reduction="sum")
+    return total / mask.sum().clamp(min=1)
+
+
+class BCE(nn.Module):
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return masked_bce(logits, targets)
+
+
 class AsymmetricLoss(nn.Module):
     def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
                  eps: float = 1e-8) -> None:
@@ -28,11 +54,14 @@ class AsymmetricLoss(nn.Module):
         self.gamma_pos, self.gamma_neg, self.clip, self.eps = gamma_pos, gamma_neg, clip, eps
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        targets, mask = known(targets)
         p = torch.sigmoid(logits)
         p_m = (p - self.clip).clamp(min=0) if self.clip > 0 else p
         pos = targets * (1 - p).pow(self.gamma_pos) * torch.log(p.clamp(min=self.eps))
         neg = (1 - targets) * p_m.pow(self.gamma_neg) * torch.log((1 - p_m).clamp(min=self.eps))
-        return -(pos + neg).sum(1).mean()
+        # sum over labels, mean over images; with unknown labels, scaled to the known share
+        per_entry = -(pos + neg) * mask
+        return per_entry.sum() * logits.shape[1] / mask.sum().clamp(min=1)
 
 
 class WeightedBCE(nn.Module):
@@ -41,7 +70,7 @@ class WeightedBCE(nn.Module):
         self.register_buffer("pos_weight", pos_weight)
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.binary_cross_entropy_with_logits(logits, targets, pos_weight=self.pos_weight)
+        return masked_bce(logits, targets, pos_weight=self.pos_weight)
 
 
 class ImbalanceWeightedBCE(nn.Module):
@@ -52,13 +81,15 @@ class ImbalanceWeightedBCE(nn.Module):
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         p = self.label_ratio
-        w = targets * torch.exp(self.beta * (1 - p)) + (1 - targets) * torch.exp(self.beta * p)
-        return F.binary_cross_entropy_with_logits(logits, targets, weight=w)
+        y, _ = known(targets)
+        w = y * torch.exp(self.beta * (1 - p)) + (1 - y) * torch.exp(self.beta * p)
+        return masked_bce(logits, targets, weight=w)
 
 
 def build_loss(name: str, train_targets: np.ndarray) -> nn.Module:
+    """The loss ``name``; label frequencies come from ``train_targets`` (complete rows)."""
     if name == "bce":
-        return nn.BCEWithLogitsLoss()
+        return BCE()
     if name == "weighted-bce":
         pos = train_targets.sum(0)
         neg = len(train_targets) - pos

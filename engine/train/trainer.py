@@ -16,6 +16,9 @@ Optional model hooks (CM-GM uses them all):
   from the start of training) to choose which parameters take gradients, and
   ``end_schedule()`` once training is over.
 Batches are one tensor, or a dict of tensors for multi-resolution models (K-Branch).
+Weakly labelled datasets (engine.data.boxes) may follow the first dataset: their
+targets are aligned to its labels with NaN for "not known", the loss skips those
+entries, and the label graph and label frequencies come from completely labelled tiles.
 A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
 continues from it exactly.
 
@@ -134,19 +137,29 @@ def _items(datasets: list[MultiLabelDataset], split: str, seed: int) -> list[tup
     return [(d, s) for d in datasets for s in d.split(split, seed)]
 
 
-def _check_vocabularies(datasets: list[MultiLabelDataset], init: ModelSpec | None) -> list[str]:
-    labels = datasets[0].labels
-    check_label_names(labels, f"the labels of {datasets[0]!r}")
-    for d in datasets[1:]:
-        if d.labels != labels:
-            raise TileLabelError(f"datasets disagree on labels: {d!r} has {len(d.labels)} labels, "
-                                 f"{datasets[0]!r} has {len(labels)}; train on one vocabulary")
+def _check_vocabularies(datasets: list[MultiLabelDataset],
+                        init: ModelSpec | None) -> list[MultiLabelDataset]:
+    """The datasets in the first one's label vocabulary (weakly labelled ones aligned to
+    it, unknown for the labels they do not name); the first must label completely."""
+    first = datasets[0]
+    if not first.complete_labels:
+        raise TileLabelError(f"{first!r} labels only some classes of each tile, so it cannot "
+                             "come first: the first --dataset sets the model's labels; give a "
+                             "completely labelled dataset first (e.g. ucmerced:DIR)")
+    labels = first.labels
+    check_label_names(labels, f"the labels of {first!r}")
     if init is not None and init.labels != labels:
         raise TileLabelError(f"the label vocabulary of the data ({len(labels)} labels, e.g. "
                              f"{labels[0]!r}) does not match --init-from model "
                              f"{init.model_id} ({len(init.labels)} labels, e.g. "
                              f"{init.labels[0]!r}); fine-tune only on data with the same labels")
-    return labels
+    return [first] + [d.aligned_to(labels) for d in datasets[1:]]
+
+
+def complete_targets(items: list[tuple[MultiLabelDataset, Sample]], n_labels: int) -> np.ndarray:
+    """[N, C] targets of the samples whose every label is known (label statistics)."""
+    rows = [s.target for _, s in items if np.isfinite(s.target).all()]
+    return np.stack(rows) if rows else np.zeros((0, n_labels), np.float32)
 
 
 class Trainer:
@@ -164,7 +177,8 @@ class Trainer:
         self.resume = resume
         self.fine_tuning = init_from is not None
         parent_model, parent = (load_model(init_from) if init_from else (None, None))
-        labels = _check_vocabularies(datasets, parent)
+        self.datasets = datasets = _check_vocabularies(datasets, parent)
+        labels = datasets[0].labels
         self.train_items = _items(datasets, "train", cfg.split_seed)
         self.val_items = _items(datasets, "val", cfg.split_seed)
         for name, items in (("train", self.train_items), ("val", self.val_items)):
@@ -175,6 +189,19 @@ class Trainer:
             reporter.log("no validation images: every epoch is kept as it comes and no "
                          "validation metrics are recorded", "warning")
         self.spec, self.model = self._model(labels, parent, parent_model)
+        self._check_weak_labels()
+
+    def _check_weak_labels(self) -> None:
+        """Weakly labelled data trains through the main loss, which skips unknown labels;
+        an architecture whose own losses read every label (CM-GM's ranking and LSTM,
+        SRDL's object erasing, Deep-LIFT's label term) would read them as absent."""
+        weak = [d for d in self.datasets if not d.complete_labels]
+        if weak and hasattr(self.model, "extra_losses"):
+            raise TileLabelError(
+                f"{weak[0]!r} labels only some classes of each tile, and the own losses of "
+                f"'{self.spec.arch}' need every label of a tile; train {self.spec.arch} on "
+                "completely labelled datasets, or use gap-linear, mlgcn, cma or ms-cma with "
+                "weakly labelled data")
 
     def _model(self, labels: list[str], parent: ModelSpec | None,
                parent_model: nn.Module | None) -> tuple[ModelSpec, nn.Module]:
@@ -194,7 +221,7 @@ class Trainer:
                                           {"backbone": cfg.backbone, **cfg.arch_config})
         own = [s for d, s in self.train_items if d is first]
         mean, std = band_statistics(first, own, bands, px, band_groups(arch_config))
-        graph = LabelGraph.mine(labels, np.stack([s.target for _, s in self.train_items]))
+        graph = LabelGraph.mine(labels, complete_targets(self.train_items, len(labels)))
         spec = ModelSpec(
             model_id=cfg.model_id or f"{first.kind}-{cfg.arch}-{time.strftime('%Y%m%d%H%M%S')}",
             arch=cfg.arch, labels=labels, bands=bands, gsd_m=gsd, tile_px=px,
@@ -254,7 +281,8 @@ class Trainer:
             # a model training its parameter groups in turn leaves the others unused
             find_unused_parameters=hasattr(model, "schedule_step"))
             if self.ctx.enabled else model)
-        criterion = build_loss(cfg.loss, np.stack([s.target for _, s in self.train_items])).to(self.device)
+        criterion = build_loss(cfg.loss, complete_targets(
+            self.train_items, len(self.spec.labels))).to(self.device)
         use_amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         train_view, val_view = self._view(self.train_items, True), self._view(self.val_items, False)
