@@ -21,6 +21,10 @@ of what this measures) holds the box at a random offset (seeded). On each crop:
   benchmark maps: a model whose maps are all one map points as well with it);
 - presence recall: the share of crops whose label probability reaches the model's
   threshold;
+- presence precision, per mapped label over every crop of the set: of the crops where the
+  model says the label is present, the share that hold a box of it (any part of one).
+  NWPU and DOTA box every object of their classes, so a crop without a box of the label
+  does not show one (a car in a crop cut for an airplane is boxed too);
 - CM-GM only, part pointing: the same game played with the label's assigned RMAM part
   map M_n (Eq. 1) instead of its overlay: do the parts themselves land on objects?
 ``--zoom Z`` cuts crops of S / Z image pixels and enlarges them to the model's S (boxes
@@ -218,7 +222,21 @@ def pointing(model_dir: Path, crops: list[Crop], rng: np.random.Generator,
     if parts is not None:
         part_rows = {l: float(np.mean(v)) for l, v in part_hits.items()}
         part_rows["all"] = float(np.mean([x for v in part_hits.values() for x in v]))
-    return {"rows": rows, "counts": counts, "parts": part_rows}
+    return {"rows": rows, "counts": counts, "parts": part_rows,
+            "precision": presence_precision(crops, probs, labels, thresholds, mapped)}
+
+
+def presence_precision(crops: list[Crop], probs: np.ndarray, labels: list[str],
+                       thresholds: np.ndarray, mapped: list[str]) -> dict[str, tuple[float, int]]:
+    """label -> (precision, crops predicted present) over all crops (module docstring)."""
+    out = {}
+    for label in mapped:
+        c = labels.index(label)
+        said = probs[:, c] >= thresholds[c]
+        if said.any():
+            boxed = np.array([label in crop.boxes for crop in crops])
+            out[label] = (float(boxed[said].mean()), int(said.sum()))
+    return out
 
 
 def ucm_maps(model_dir: Path, n: int = 200) -> dict:
@@ -254,7 +272,8 @@ def main() -> None:
                     help="test-time augmentation of the NWPU and DOTA crops (default none)")
     ap.add_argument("--markdown", type=Path, help="append the tables to this file")
     ap.add_argument("--json", type=Path, help="write the figures to this file, per model "
-                    "folder name: {data: {label: {crops, pointing, centre, absent, recall}}}")
+                    "folder name: {data: {label: {crops, pointing, centre, absent, recall}}, "
+                    "precision: {data: {label: {precision, predicted}}}}")
     args = ap.parse_args()
     out, figures = [], {}
     leave_out = trained_nwpu_images(args.models)
@@ -283,12 +302,18 @@ def main() -> None:
                  "pointing - absent | presence recall |", "|---|---|---|---|---|---|---|---|"]
         figures[model_dir.name] = {"ucm": ucm}
         parts_line: list[str] = []
+        precision_lines: list[str] = []
         for name, crops in sets.items():
             result = pointing(model_dir, crops, np.random.default_rng(1), args.tta)
             figures[model_dir.name][name] = {
                 label: {"crops": result["counts"][label], "pointing": float(row[0]),
                         "centre": float(row[1]), "absent": float(row[2]),
                         "recall": float(row[3])} for label, row in result["rows"].items()}
+            figures[model_dir.name].setdefault("precision", {})[name] = {
+                label: {"precision": value, "predicted": n}
+                for label, (value, n) in result["precision"].items()}
+            precision_lines.append(f"{name} " + ", ".join(
+                f"{l} {v:.2f} ({n})" for l, (v, n) in result["precision"].items()))
             if result["parts"] is not None:
                 for label, value in result["parts"].items():
                     figures[model_dir.name][name][label]["part_pointing"] = value
@@ -299,6 +324,8 @@ def main() -> None:
                                                              key=lambda r: r[0] == "all"):
                 block.append(f"| {name} | {label} | {result['counts'][label]} | {p:.2f} | "
                              f"{centre:.2f} | {absent:.2f} | {p - absent:+.2f} | {recall:.2f} |")
+        block.append("\nPresence precision (crops said present that hold a box of the label; "
+                     "how many said present): " + "; ".join(precision_lines))
         if parts_line:
             block.append("\nCM-GM, pointing with each label's assigned part map M_n: "
                          + "; ".join(parts_line))
