@@ -26,6 +26,7 @@ RECIPE = ROOT / "recipes" / "default.toml"
 LOCALISATION = ROOT / "benchmarks" / "attention_localisation.py"
 SHARED = ROOT.parent / "shared" / "data"
 BEYOND_LABELS = ("airplane", "tanks", "court", "cars", "ship", "all")
+BEYOND_DATA = ("NWPU", "DOTA")
 MODEL_ID = "ucmerced-ms-cma-effnetlite0-v3"
 KEYS = ("OF1", "CF1", "mAP_macro", "OP", "OR", "CP", "CR", "EF1", "n_images")
 
@@ -56,7 +57,7 @@ def measure_test_split(model_dir: Path, dataset: Path) -> None:
 
 def measure_beyond_ucm(model_dir: Path) -> None:
     """Add the NWPU VHR-10 and DOTA figures (pointing, the absent-label map, presence
-    recall per label) to model.json, by benchmarks/attention_localisation.py; nothing
+    recall and precision per label) to model.json, by benchmarks/attention_localisation.py; nothing
     when ../shared/data lacks those sets (they are research-use only, never shipped)."""
     if not (SHARED / "nwpu-vhr10").is_dir() or not (SHARED / "dota-samples").is_dir():
         print(f"no NWPU VHR-10 / DOTA data under {SHARED}: the card gives no figures beyond "
@@ -69,7 +70,8 @@ def measure_beyond_ucm(model_dir: Path) -> None:
         figures = json.loads(out.read_text())[model_dir.name]
     path = model_dir / SPEC_FILE
     doc = json.loads(path.read_text())
-    doc["metrics"]["beyond_ucm"] = {data: figures[data] for data in ("NWPU", "DOTA")}
+    doc["metrics"]["beyond_ucm"] = {data: figures[data] for data in BEYOND_DATA}
+    doc["metrics"]["beyond_ucm"]["precision"] = figures.get("precision", {})
     _write_spec(path, doc)
 
 
@@ -181,11 +183,14 @@ def _beyond_ucm(spec: ModelSpec) -> str:
     if not beyond:
         return ""
     rows = []
-    for data, per_label in beyond.items():
+    for data in BEYOND_DATA:
+        precision = beyond.get("precision", {}).get(data, {})
         for label in BEYOND_LABELS:
-            f = per_label.get(label)
+            f = beyond.get(data, {}).get(label)
             if f:
-                rows.append(f"| {data} | {label} | {f['crops']} | {f['recall']:.2f} | "
+                p = precision.get(label)
+                said = f"{p['precision']:.2f} ({p['predicted']})" if p else "-"
+                rows.append(f"| {data} | {label} | {f['crops']} | {f['recall']:.2f} | {said} | "
                             f"{f['pointing']:.2f} | {f['centre']:.2f} | "
                             f"{f['pointing'] - f['absent']:+.2f} |")
     return f"""## Beyond UC Merced
@@ -194,11 +199,13 @@ Crops of the model's tile size around the boxes of NWPU VHR-10 (Google Earth, ab
 0.5-2 m, shown as they come, not resampled to 0.3 m) and of two DOTA images
 (`benchmarks/attention_localisation.py`; research-use imagery, measured, never trained
 on). Presence recall: the label scored present at its threshold on crops that hold it.
-Pointing: the maximum of that label's attention falls in one of its boxes (15 px
+Presence precision: of all the crops where the model says the label, the share holding
+a box of it (both sets box every object of their classes), and how many crops it said
+it on. Pointing: the maximum of that label's attention falls in one of its boxes (15 px
 tolerance), beside the crop centre's rate and the margin over an absent label's map.
 
-| data | label | crops | presence recall | pointing | crop centre | pointing - absent-label map |
-|---|---|---|---|---|---|---|
+| data | label | crops | presence recall | presence precision (said on) | pointing | crop centre | pointing - absent-label map |
+|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 """
