@@ -601,17 +601,25 @@ def main(argv: list[str] | None = None) -> int:
         interrupt.raise_if_requested()  # a stop whose raise was swallowed is still a stop
         return code
     except (JobInterrupted, KeyboardInterrupt):
-        return _interrupted(reporter)
+        return _interrupted(reporter, args)
     except Exception as exc:  # noqa: BLE001 - reported below, never die silently
         if interrupt.requested():
             # the stop's raise, turned into another error by the code it landed in (an
             # extension module's import reports "ImportError: initialization failed")
-            return _interrupted(reporter)
+            return _interrupted(reporter, args)
         return _report(exc, args, reporter)
 
 
-def _interrupted(reporter: Reporter) -> int:
-    reporter.error("interrupted; the store keeps every tile written before the stop", 130)
+def _interrupted(reporter: Reporter, args: argparse.Namespace) -> int:
+    """Exit 130, saying what a stopped job of this kind leaves behind."""
+    if args.command == "train":
+        kept = (f"the epochs finished before the stop are in {Path(args.out) / 'checkpoint'}: "
+                "run the same command with --resume to go on")
+    elif args.command in ("annotate", "correct"):
+        kept = "the store keeps every tile written before the stop"
+    else:
+        kept = "no result was written"
+    reporter.error(f"interrupted; {kept}", 130)
     return 130
 
 

@@ -139,8 +139,10 @@ def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_pa
         if '"epoch 1/2' in line:
             proc.send_signal(signal.SIGTERM)
             break
-    proc.communicate(timeout=120)
+    rest, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
+    stopped = [json.loads(l) for l in rest.splitlines() if l.startswith("{")][-1]
+    assert "--resume" in stopped["message"] and "store" not in stopped["message"]
     assert not (tmp_path / "b" / "model.json").exists()
     resumed = _cli(*args, "--out", tmp_path / "b", "--resume")
     assert resumed.returncode == 0, resumed.stderr
