@@ -28,13 +28,16 @@ def test_default_model_card_states_its_validation_accuracy():
 
 
 def test_default_model_card_states_its_figures_beyond_uc_merced_and_with_tta():
-    """The issue's model card: NWPU VHR-10 presence recall per label, and the test split
+    """The issue's model card: NWPU VHR-10 presence recall and precision per label, and the test split
     with test-time augmentation, as measured when the model was built."""
     spec = read_spec(DEFAULT_MODEL)
     card = (DEFAULT_MODEL / "README.md").read_text()
     nwpu = spec.metrics["beyond_ucm"]["NWPU"]
+    precision = spec.metrics["beyond_ucm"]["precision"]["NWPU"]
     for label in ("airplane", "tanks", "court", "cars", "ship"):
-        row = f"| NWPU | {label} | {nwpu[label]['crops']} | {nwpu[label]['recall']:.2f} |"
+        p = precision[label]
+        row = (f"| NWPU | {label} | {nwpu[label]['crops']} | {nwpu[label]['recall']:.2f} | "
+               f"{p['precision']:.2f} ({p['predicted']}) |")
         assert row in card
     flips = spec.metrics["test_tta_flips"]
     assert f"| test_tta_flips | {flips['OF1']:.3f} | {flips['CF1']:.3f} |" in card

@@ -6,10 +6,12 @@ made at test time in NWPU's layout from the project's sample raster (Gorinchem, 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import rasterio
+import rasterio.errors
 import torch
 import torch.nn.functional as F
 from rasterio.windows import Window
@@ -39,7 +41,8 @@ def nwpu_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("nwpu")
     (root / "images").mkdir()
     (root / "ground_truth").mkdir()
-    with rasterio.open(SAMPLE) as src:
+    with rasterio.open(SAMPLE) as src, warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)  # plain JPEGs
         for stem, ((col, row), boxes) in IMAGES.items():
             pixels = src.read([1, 2, 3], window=Window(col, row, 400, 320))
             with rasterio.open(root / "images" / f"{stem}.jpg", "w", driver="JPEG", width=400,
