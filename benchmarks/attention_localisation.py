@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +61,7 @@ from engine.models.attention import map_correlation
 from engine.infer.predictor import Predictor
 from engine.infer.tta import TTA_VIEWS, with_tta
 from engine.models.modelfile import load_model
+from engine.models.spec import read_spec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DOTA_CLASSES = {"ship": "ship", "small-vehicle": "cars", "large-vehicle": "cars"}
@@ -86,7 +86,7 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def trained_nwpu_images(model_dirs: list[Path]) -> set[str]:
     """The NWPU images (file stems) any of the models trained on."""
-    names = (n for d in model_dirs for n in load_model(d)[1].training.get("train_images", ()))
+    names = (n for d in model_dirs for n in read_spec(d).training.get("train_images", ()))
     return {stem for stem in map(image_of, names) if stem is not None}
 
 
