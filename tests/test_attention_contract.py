@@ -116,7 +116,7 @@ def test_cmgm_part_maps_start_distinct_on_real_tiles():
     xn = (x - 0.45) / 0.2
     model.prepare_from_data(xn[:64])
     with torch.no_grad():
-        maps, _ = model.rmam(model.features(xn))
+        maps, *_ = model.rmam(model.features(xn))
     assert map_correlation(maps.numpy()) < 0.3
     lit = (maps > 0.5).float().mean().item()
     assert 0.05 < lit < 0.5  # dark where a part's channels do not respond

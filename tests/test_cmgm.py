@@ -86,12 +86,45 @@ def test_competing_parts_share_a_location_and_a_lone_part_keeps_its_sigmoid():
     assert float(shared[:, 2].max()) < 0.1   # nothing responds: the null part keeps it dark
 
 
+def test_attended_part_features_are_the_residual_ones_less_the_whole_tile():
+    rmam = ResidualMultiAttention(channels=4, parts=2, hidden=3, normalise=True, residual=True)
+    feats, maps, d = torch.rand(1, 4, 3, 3), torch.rand(1, 2, 3, 3), torch.rand(1, 2, 4)
+    pooled, attended = rmam.pooled_parts(feats, maps, d)
+    whole = feats.mean(dim=(2, 3))[:, None] * d * 4 / d.sum(-1, keepdim=True)
+    torch.testing.assert_close(pooled - attended, whole)                 # Eq. 3: 1 + M_n
+    dark = rmam.pooled_parts(feats, torch.zeros_like(maps), d)[1]
+    assert float(dark.abs().max()) == 0.0       # a dark part carries no evidence of its own
+
+
+def test_attended_evidence_keeps_the_part_loss_shaping_the_map_once_the_tile_is_known():
+    """With R, V(P_n) holds the whole tile's evidence: once V is sure of a label, the
+    part-label loss saturates and no longer moves the part map; "attended" keeps it."""
+    rmam = ResidualMultiAttention(channels=2, parts=1, hidden=2, normalise=False, residual=True)
+    feats = torch.zeros(1, 2, 4, 4)
+    feats[0, 0] = 1.0                                   # label 0's evidence over the tile
+    v = torch.nn.Linear(2, 1)
+    with torch.no_grad():
+        v.weight.copy_(torch.tensor([[6.0, 0.0]]))
+        v.bias.fill_(-3.0)
+    grads = []
+    for evidence in (0, 1):                                 # 0: Eq. 3's P_n, 1: attended
+        maps = torch.full((1, 1, 4, 4), 0.1, requires_grad=True)
+        part = rmam.pooled_parts(feats, maps, torch.ones(1, 1, 2))[evidence]
+        F.binary_cross_entropy_with_logits(v(part)[0, 0], torch.ones(1)).backward()
+        grads.append(float(maps.grad.abs().sum()))
+    assert grads[1] > 10 * grads[0] > 0
+
+
 def test_an_unknown_part_map_kind_is_refused_with_the_choices():
     from engine.errors import ModelFileError
 
     with pytest.raises(ModelFileError, match="part_maps 'soft' is not one of independent, "
                                              "competing"):
         CMGM(CMGMConfig(n_labels=len(LABELS), part_maps="soft", channels=16,
+                        label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
+    with pytest.raises(ModelFileError, match="part_evidence 'local' is not one of residual, "
+                                             "attended"):
+        CMGM(CMGMConfig(n_labels=len(LABELS), part_evidence="local", channels=16,
                         label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
 
 
@@ -138,7 +171,7 @@ def test_label_attention_is_v_per_location_weighted_by_its_parts_map_and_presenc
         x = torch.randn(2, 3, 64, 64)
         out = model(x)
         feats = model.features(x)
-        maps, parts = model.rmam(feats)
+        maps, parts, _ = model.rmam(feats)
         choice = assign_parts(model.classifier(parts))               # [B, C]
         local = model.location_logits(feats, maps, choice)           # [B, C, h, w]
         # Eq. 3's part feature of each label's part, before Eq. 2's channel weights

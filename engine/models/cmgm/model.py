@@ -15,6 +15,17 @@ Forward pass (Figure 3):
 3. RMAM (rmam.py): N parts -> maps M [B, N, h, w] and features P [B, N, c] (Eq. 2/3 by
    the variant's N and R switches); each part is given the label V predicts for it, and
    a label takes the strongest of its own parts (Eq. 1; rmam.assign_parts).
+   ``part_evidence`` says which part feature Eq. 1 and the part-label loss read:
+   "residual" (the paper's P_n of Eq. 3, the default) or "attended" (our option: the part
+   feature pooled by M_n alone, as MA-CNN classifies its parts; the LSTM still reads
+   Eq. 3's P_n). With R, V(P_n) = V(mean F) + W mean(F M_n): once V knows the tile's
+   labels from the whole tile, the part-label loss saturates (its gradient, p - y, is
+   near 0) and stops moving the part maps, while the grouping loss (compactness,
+   diversity) is lowest for dark maps; the trained parts of labels other than the
+   dominant one stayed dark (rmam.py). With "attended", V(mean F M_n) = mean_xy M_n(x, y)
+   v_l(x, y) + b_l, v_l being V's evidence for label l at (x, y): the loss keeps raising
+   M_n where its label's evidence is and lowering it where an absent label's evidence
+   is (docs/benchmarks.md says what it gave).
 4. The label-graph GCN (alignment.py, Eq. 4/5) embeds the labels' text vectors; W2 maps
    each label's part feature into that space (P' = W2 P, Eq. 15).
 5. Label sequences (sequence.py): from the most confident label by p_cnn along the
@@ -106,6 +117,7 @@ PRETRAIN = "pretrain"
 PHASES = ("features", "grouping", "alignment")
 REASONING = "reasoning"
 PART_MAPS = ("independent", "competing")
+PART_EVIDENCE = ("residual", "attended")
 
 
 @dataclass(frozen=True)
@@ -136,6 +148,7 @@ class CMGMConfig:
     parts: int | None = None           # N attention parts; default: one per label
     feature_stride: int = 32           # F's stride: 32 (the paper's) or 16 (step 1 above)
     part_maps: str = "independent"     # or "competing": parts share each location (rmam.py)
+    part_evidence: str = "residual"    # or "attended": what Eq. 1 and the part loss read
     channels: int = 512                # c, the width of F = W1 * X
     fc_hidden: int = 128               # hidden width of each part's grouping FC
     embed_dim: int = 512               # label-embedding size (paper: 512)
@@ -167,6 +180,9 @@ class CMGM(nn.Module):
         if cfg.part_maps not in PART_MAPS:
             raise ModelFileError(f"cmgm part_maps '{cfg.part_maps}' is not one of "
                                  f"{', '.join(PART_MAPS)}")
+        if cfg.part_evidence not in PART_EVIDENCE:
+            raise ModelFileError(f"cmgm part_evidence '{cfg.part_evidence}' is not one of "
+                                 f"{', '.join(PART_EVIDENCE)}")
         self.rmam = ResidualMultiAttention(c, cfg.parts or n_labels, cfg.fc_hidden,
                                            self.variant.normalise, self.variant.residual,
                                            competing=cfg.part_maps == "competing")
@@ -195,8 +211,9 @@ class CMGM(nn.Module):
     def forward(self, x: torch.Tensor) -> ModelOutput:
         feats = self.features(x)
         cnn_logits = self.classifier(feats.mean(dim=(2, 3)))
-        maps, parts = self.rmam(feats)
-        part_logits = self.classifier(parts)                                  # Eq. 1: V(P_n)
+        maps, parts, attended = self.rmam(feats)
+        evidence = attended if self.cfg.part_evidence == "attended" else parts
+        part_logits = self.classifier(evidence)                               # Eq. 1: V(P_n)
         choice = assign_parts(part_logits)                                    # [B, C]
         label_parts = parts.gather(1, choice[..., None].expand(-1, -1, parts.shape[-1]))
         aligned = self.alignment(label_parts)                                 # Eq. 15

@@ -148,16 +148,27 @@ class ResidualMultiAttention(nn.Module):
 
     def part_features(self, feats: torch.Tensor, maps: torch.Tensor,
                       d: torch.Tensor) -> torch.Tensor:
-        weight = 1 + maps if self.residual else maps                    # Eq. 3 vs Eq. 2
-        pooled = torch.einsum("bchw,bnhw->bnc", feats, weight) / maps[0, 0].numel()
-        if self.normalise:                                              # Eq. 2: d_j / sum d
-            pooled = pooled * d * (d.shape[-1] / d.sum(-1, keepdim=True).clamp(min=1e-6))
-        return pooled
+        """P [B, N, c] by Eq. 2 / Eq. 3 (the variant's N and R switches)."""
+        return self.pooled_parts(feats, maps, d)[0]
 
-    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def pooled_parts(self, feats: torch.Tensor, maps: torch.Tensor,
+                     d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(P, P_attended), both [B, N, c]: P by Eq. 2 / Eq. 3, and P_attended the same
+        feature pooled by M_n alone (MA-CNN's part feature, no residual). With R,
+        mean(F (1 + M_n)) = mean(F) + mean(F M_n), so one pooling gives both."""
+        attended = torch.einsum("bchw,bnhw->bnc", feats, maps) / maps[0, 0].numel()
+        pooled = attended + feats.mean(dim=(2, 3))[:, None] if self.residual else attended
+        if self.normalise:                                              # Eq. 2: d_j / sum d
+            scale = d * (d.shape[-1] / d.sum(-1, keepdim=True).clamp(min=1e-6))
+            pooled, attended = pooled * scale, attended * scale
+        return pooled, attended
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Part maps M [B, N, h, w], part features P (Eq. 2/3) and P_attended
+        (``pooled_parts``)."""
         d = self.grouping(feats.mean(dim=(2, 3)))
         maps = self.attention(feats, d)
-        return maps, self.part_features(feats, maps, d)
+        return (maps, *self.pooled_parts(feats, maps, d))
 
 
 def assign_parts(part_logits: torch.Tensor) -> torch.Tensor:
