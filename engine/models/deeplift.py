@@ -31,7 +31,8 @@ regions, is then made a training signal: each channel also scores its own label,
 s_c = exp(k_c) (avg A_att[c] + max A_att[c]) / 2 + b_c (the two views of Eq. 6-7, one
 scale and bias per label), with a BCE of weight ``label_loss`` beside Eq. 8. The
 prediction stays the paper's MLP. Fine-tuned by the recipe with the term: NWPU pointing
-0.67, minus absent +0.48, test mAP 0.944 (0.922 without; docs/benchmarks.md).
+0.67, minus absent +0.48, test mAP 0.944 (0.922 without; docs/benchmarks.md); with F at
+stride 16 (recipes/deeplift-stride16.toml) 0.81, +0.48, test mAP 0.951.
 
 Attention for the analyst: with the label-specific term, exp(k_c) A_att[c](x) + b_c, the
 score s_c of a tile whose every location looked like x (as gap-linear's CAM is its logit
