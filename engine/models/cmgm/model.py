@@ -25,7 +25,10 @@ Forward pass (Figure 3):
    dominant one stayed dark (rmam.py). With "attended", V(mean F M_n) = mean_xy M_n(x, y)
    v_l(x, y) + b_l, v_l being V's evidence for label l at (x, y): the loss keeps raising
    M_n where its label's evidence is and lowering it where an absent label's evidence
-   is (docs/benchmarks.md says what it gave).
+   is. Measured (recipes/cmgm-attended.toml, seed 0): the assigned part alone points at
+   its NWPU object 0.48 of the time (residual: 0.42), airplanes 0.85 (0.50), test mAP
+   0.974; but where one part's channels respond most over the whole tile, every label
+   takes that part (airplane80, harbor33; docs/benchmarks.md).
 4. The label-graph GCN (alignment.py, Eq. 4/5) embeds the labels' text vectors; W2 maps
    each label's part feature into that space (P' = W2 P, Eq. 15).
 5. Label sequences (sequence.py): from the most confident label by p_cnn along the
