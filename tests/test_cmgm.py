@@ -41,7 +41,7 @@ def test_n_and_r_switches_compute_part_features_as_eq2_and_eq3(normalise, residu
     feats = torch.rand(1, 4, 3, 3)
     d = torch.rand(1, 2, 4)
     maps = torch.rand(1, 2, 3, 3)
-    got = rmam.part_features(feats, maps, d)
+    got = rmam.pooled_parts(feats, maps, d)[0]
     for n in range(2):
         mask = 1 + maps[0, n] if residual else maps[0, n]                 # Eq. 3: (1 + M_n)
         pooled = (feats[0] * mask).mean(dim=(1, 2))                       # sum_xy / hw

@@ -146,11 +146,6 @@ class ResidualMultiAttention(nn.Module):
         self.offset.copy_(torch.quantile(s.float(), 1 - lit, dim=1))
         self.kappa.copy_(KAPPA_INIT / s.float().std(dim=1).clamp(min=1e-6))
 
-    def part_features(self, feats: torch.Tensor, maps: torch.Tensor,
-                      d: torch.Tensor) -> torch.Tensor:
-        """P [B, N, c] by Eq. 2 / Eq. 3 (the variant's N and R switches)."""
-        return self.pooled_parts(feats, maps, d)[0]
-
     def pooled_parts(self, feats: torch.Tensor, maps: torch.Tensor,
                      d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(P, P_attended), both [B, N, c]: P by Eq. 2 / Eq. 3, and P_attended the same
