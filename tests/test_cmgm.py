@@ -12,8 +12,8 @@ import torch.nn.functional as F
 from engine.graph.label_graph import LabelGraph, label_sequence
 from engine.models.cmgm import CMGM, CMGMConfig, Variant
 from engine.models.cmgm.alignment import hinge_rank_loss
-from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, grouping_loss,
-                                     peak_response_groups)
+from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, distinct_parts,
+                                     exclusive_part_loss, grouping_loss, peak_response_groups)
 from engine.models.cmgm.sequence import credible_scores, label_sequences
 from engine.models.output import ModelOutput
 
@@ -126,6 +126,10 @@ def test_an_unknown_part_map_kind_is_refused_with_the_choices():
                                              "attended"):
         CMGM(CMGMConfig(n_labels=len(LABELS), part_evidence="local", channels=16,
                         label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
+    with pytest.raises(ModelFileError, match="part_loss 'softmax' is not one of any, "
+                                             "exclusive"):
+        CMGM(CMGMConfig(n_labels=len(LABELS), part_loss="softmax", channels=16,
+                        label_graph=LabelGraph.mine(LABELS, TABLE).to_json()))
 
 
 def test_grouping_loss_prefers_compact_and_distinct_parts():
@@ -163,6 +167,46 @@ def test_two_labels_do_not_share_a_part_when_each_has_its_own():
     # takes the part that responds most to it.
     part_logits = torch.tensor([[[5.0, 4.0, 0.0], [0.0, 1.0, 0.5]]])    # [B=1, N=2, C=3]
     assert assign_parts(part_logits).tolist() == [[0, 1, 1]]
+
+
+def test_while_training_every_present_label_gets_a_part_of_its_own():
+    # no part predicts label 1, so Eq. 1 (test time) lends it part 0, label 0's own part
+    part_logits = torch.tensor([[[5.0, 4.0, 3.0], [2.0, 1.0, 0.0], [0.0, 0.5, 2.0]]])
+    assert assign_parts(part_logits).tolist() == [[0, 0, 2]]
+    targets = torch.tensor([[1.0, 1.0, 0.0]])
+    assert distinct_parts(part_logits, targets).tolist() == [[0, 1, -1]]
+    assert distinct_parts(part_logits, torch.tensor([[0.0, 1.0, 1.0]])).tolist() == [[-1, 0, 2]]
+
+
+def test_exclusive_part_loss_moves_a_shared_part_off_the_other_labels_evidence():
+    """One part lit over airplane and apron satisfies the BCE over parts for both labels;
+    the exclusive loss lowers that part on the apron (where V sees pavement) and raises
+    it on the plane."""
+    rmam = ResidualMultiAttention(channels=2, parts=2, hidden=2, normalise=False, residual=True)
+    feats = torch.zeros(1, 2, 4, 4)
+    feats[0, 0, :2] = 1.0                   # channel 0 (airplane evidence): top half
+    feats[0, 1, 2:] = 1.0                   # channel 1 (pavement evidence): bottom half
+    v = torch.nn.Linear(2, 2, bias=False)
+    with torch.no_grad():
+        v.weight.copy_(torch.tensor([[4.0, 0.0], [0.0, 4.0]]))
+    maps = torch.zeros(1, 2, 4, 4)
+    maps[0, 0] = 0.9                                        # part 0: the whole tile
+    maps[0, 1, 2:] = 0.2                                    # part 1: dim, on the apron
+    maps.requires_grad_(True)
+    attended = rmam.pooled_parts(feats, maps, torch.ones(1, 2, 2))[1]
+    targets = torch.tensor([[1.0, 1.0]])
+    any_part = F.binary_cross_entropy_with_logits(v(attended).amax(1), targets)
+    loss = exclusive_part_loss(v(attended), targets)
+    assert float(loss.detach()) > 0.1 and float(any_part.detach()) < float(loss.detach())
+    loss.backward()
+    assert float(maps.grad[0, 0, :2].mean()) < 0 < float(maps.grad[0, 0, 2:].mean())
+    assert float(exclusive_part_loss(v(attended), torch.tensor([[1.0, 0.0]]))) == 0.0
+
+
+def test_exclusive_part_loss_has_finite_gradients_on_images_without_labels():
+    logits = torch.randn(2, 3, 4, requires_grad=True)
+    exclusive_part_loss(logits, torch.tensor([[0.0, 0, 0, 0], [1.0, 1, 0, 0]])).backward()
+    assert bool(torch.isfinite(logits.grad).all())
 
 
 def test_label_attention_is_v_per_location_weighted_by_its_parts_map_and_presence():

@@ -28,7 +28,10 @@ Forward pass (Figure 3):
    is. Measured (recipes/cmgm-attended.toml, seed 0): the assigned part alone points at
    its NWPU object 0.48 of the time (residual: 0.42), airplanes 0.85 (0.50), test mAP
    0.974; but where one part's channels respond most over the whole tile, every label
-   takes that part (airplane80, harbor33; docs/benchmarks.md).
+   takes that part (airplane80, harbor33; docs/benchmarks.md). ``part_loss`` "exclusive"
+   (our option) adds rmam.exclusive_part_loss: while training each present label gets a
+   part of its own and that part's V scores should tell its label from the image's other
+   labels (Eq. 1's one label per part; MA-CNN's softmax part loss).
 4. The label-graph GCN (alignment.py, Eq. 4/5) embeds the labels' text vectors; W2 maps
    each label's part feature into that space (P' = W2 P, Eq. 15).
 5. Label sequences (sequence.py): from the most confident label by p_cnn along the
@@ -106,8 +109,8 @@ from engine.models.attention import presence_weighted
 from engine.models.backbones import build_backbone
 from engine.models.cmgm.alignment import (MARGIN, CrossModalAlignment, LabelGraphEncoder,
                                           hinge_rank_loss)
-from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts, grouping_loss,
-                                     peak_response_groups)
+from engine.models.cmgm.rmam import (ResidualMultiAttention, assign_parts,
+                                     exclusive_part_loss, grouping_loss, peak_response_groups)
 from engine.models.cmgm.sequence import (CANDIDATE, CREDIBLE, SequencePredictor,
                                          credible_scores, label_sequences)
 from engine.models.feature_stride import stride_channels, stride_features
@@ -121,6 +124,7 @@ PHASES = ("features", "grouping", "alignment")
 REASONING = "reasoning"
 PART_MAPS = ("independent", "competing")
 PART_EVIDENCE = ("residual", "attended")
+PART_LOSS = ("any", "exclusive")
 
 
 @dataclass(frozen=True)
@@ -152,6 +156,7 @@ class CMGMConfig:
     feature_stride: int = 32           # F's stride: 32 (the paper's) or 16 (step 1 above)
     part_maps: str = "independent"     # or "competing": parts share each location (rmam.py)
     part_evidence: str = "residual"    # or "attended": what Eq. 1 and the part loss read
+    part_loss: str = "any"             # or "exclusive": each label's part tells it apart
     channels: int = 512                # c, the width of F = W1 * X
     fc_hidden: int = 128               # hidden width of each part's grouping FC
     embed_dim: int = 512               # label-embedding size (paper: 512)
@@ -186,6 +191,9 @@ class CMGM(nn.Module):
         if cfg.part_evidence not in PART_EVIDENCE:
             raise ModelFileError(f"cmgm part_evidence '{cfg.part_evidence}' is not one of "
                                  f"{', '.join(PART_EVIDENCE)}")
+        if cfg.part_loss not in PART_LOSS:
+            raise ModelFileError(f"cmgm part_loss '{cfg.part_loss}' is not one of "
+                                 f"{', '.join(PART_LOSS)}")
         self.rmam = ResidualMultiAttention(c, cfg.parts or n_labels, cfg.fc_hidden,
                                            self.variant.normalise, self.variant.residual,
                                            competing=cfg.part_maps == "competing")
@@ -236,7 +244,7 @@ class CMGM(nn.Module):
             logits = torch.logit(q, eps=1e-6)
         aux = {"cnn_logits": cnn_logits, "lstm_logits": lstm_logits, "maps": maps,
                "part_choice": choice,
-               "part_logits": part_logits.amax(1), "aligned": aligned,
+               "part_logits": part_logits, "aligned": aligned,
                "label_space": label_space, "order": order}
         return ModelOutput(logits=logits, attention=presence_weighted(attention.detach(), logits),
                            aux=aux)
@@ -327,9 +335,12 @@ class CMGM(nn.Module):
         """The losses of the current phase (the trainer adds BCE on V's logits)."""
         a = out.aux
         if self.phase in ("features", "grouping"):
-            return {"grouping": self.cfg.grouping_weight * grouping_loss(a["maps"].float()),
-                    "part_bce": F.binary_cross_entropy_with_logits(
-                        a["part_logits"].float(), targets)}
+            losses = {"grouping": self.cfg.grouping_weight * grouping_loss(a["maps"].float()),
+                      "part_bce": F.binary_cross_entropy_with_logits(
+                          a["part_logits"].amax(1).float(), targets)}
+            if self.cfg.part_loss == "exclusive":
+                losses["part_exclusive"] = exclusive_part_loss(a["part_logits"], targets)
+            return losses
         if self.phase == "alignment":
             return {"alignment": hinge_rank_loss(a["aligned"].float(), a["label_space"].float(),
                                                  targets, self.cfg.margin)}

@@ -183,6 +183,50 @@ def assign_parts(part_logits: torch.Tensor) -> torch.Tensor:
     return torch.where(owned.any(dim=1), own_best, part_logits.argmax(dim=1))
 
 
+def distinct_parts(part_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """While training: a part of its own for every label the image holds, [B, C] part index
+    (-1 for absent labels). Greedy on V's scores: the highest (part, label) pair first, then
+    the highest among the parts and labels left. ``assign_parts`` lets a label that owns no
+    part borrow another label's (pavement on the airplane's part); this one never does, so
+    ``exclusive_part_loss`` can ask each part to tell its label from the others."""
+    b, n, c = part_logits.shape
+    present = targets > 0.5
+    scores = part_logits.detach().float().masked_fill(~present[:, None, :], float("-inf"))
+    choice = torch.full((b, c), -1, dtype=torch.long, device=part_logits.device)
+    rows = torch.arange(b, device=part_logits.device)
+    for _ in range(min(n, c)):
+        flat = scores.flatten(1).argmax(1)
+        open_pair = scores.flatten(1)[rows, flat] > float("-inf")
+        part, label = flat // c, flat % c
+        choice[rows[open_pair], label[open_pair]] = part[open_pair]
+        scores[rows[open_pair], part[open_pair], :] = float("-inf")   # the part is taken
+        scores[rows[open_pair], :, label[open_pair]] = float("-inf")  # the label is served
+    return choice
+
+
+def exclusive_part_loss(part_logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Each present label's own part (``distinct_parts``) should tell that label from the
+    image's other labels: softmax cross-entropy of V(P_n) over the labels present, the
+    target being the part's label. Eq. 1 gives each part one label ("the predicted label
+    for the No. n attention part"); MA-CNN trains each part with a softmax classification
+    loss. The BCE over parts (the part-label loss) asks only that *some* part shows each
+    present label, and one part lit over airplane and apron satisfies it for both
+    (airplane80, docs/benchmarks.md); with attended evidence this term is lowered by
+    moving the airplane part's map from where V sees pavement to where it sees the
+    airplane. Images with one label add nothing. Mean over the present labels of images
+    with two or more."""
+    choice = distinct_parts(part_logits, targets)                       # [B, C]
+    present = targets > 0.5
+    served = present & (choice >= 0) & (present.sum(1, keepdim=True) > 1)
+    if not served.any():
+        return part_logits.sum() * 0.0
+    own = part_logits.gather(1, choice.clamp(min=0)[..., None].expand(-1, -1, part_logits.shape[-1]))
+    own = own.float().masked_fill(~present[:, None, :], -1e4)  # [B, C(label), C]; finite:
+    # a row of -inf (an image without labels) would put NaN into the gradient
+    log_p = torch.log_softmax(own, dim=-1).diagonal(dim1=1, dim2=2)     # [B, C]
+    return -log_p[served].mean()
+
+
 def grouping_loss(maps: torch.Tensor, weight: float = DIVERSITY_WEIGHT,
                   margin: float = DIVERSITY_MARGIN) -> torch.Tensor:
     """MA-CNN's channel-grouping loss, averaged over images (module docstring)."""
