@@ -200,7 +200,7 @@ def test_exclusive_part_loss_moves_a_shared_part_off_the_other_labels_evidence()
     assert float(loss.detach()) > 0.1 and float(any_part.detach()) < float(loss.detach())
     loss.backward()
     assert float(maps.grad[0, 0, :2].mean()) < 0 < float(maps.grad[0, 0, 2:].mean())
-    assert float(exclusive_part_loss(v(attended), torch.tensor([[1.0, 0.0]]))) == 0.0
+    assert float(exclusive_part_loss(v(attended), torch.tensor([[1.0, 0.0]])).detach()) == 0.0
 
 
 def test_exclusive_part_loss_has_finite_gradients_on_images_without_labels():
