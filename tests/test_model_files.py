@@ -8,7 +8,7 @@ import torch
 
 from conftest import DEFAULT_MODEL, UCM_LABELS
 from engine.errors import ModelFileError
-from engine.models.modelfile import load_model, read_spec
+from engine.models.modelfile import load_model, read_spec, store_half
 
 
 def test_default_model_loads_with_its_labels_bands_and_resolution():
@@ -89,3 +89,31 @@ def test_models_list_and_info_commands(run_cli):
     assert res.code == 0 and "17" in res.out and "0.3 m/px" in res.out
     res = run_cli("models", "info", DEFAULT_MODEL, "--json-progress")
     assert json.loads(res.out.splitlines()[-1])["model"]["labels"] == UCM_LABELS
+
+
+def test_half_precision_storage_halves_the_file_and_loads_a_float32_network(tmp_path,
+                                                                           tiny_model_factory):
+    import shutil
+
+    from safetensors import safe_open
+
+    folder = tmp_path / "m"
+    shutil.copytree(tiny_model_factory(), folder)
+    before, _ = load_model(folder)
+    size = (folder / "model.safetensors").stat().st_size
+    assert store_half(folder) > 0
+    assert (folder / "model.safetensors").stat().st_size < 0.55 * size
+    with safe_open(str(folder / "model.safetensors"), "pt") as f:
+        dtypes = {k: f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes["backbone._conv_stem.weight"] == "F16"  # a kernel
+    assert dtypes["backbone._bn0.running_var"] == "F32"  # a vector
+    after, _ = load_model(folder)  # model.json's checksum follows the rewritten file
+    old, new = before.state_dict(), after.state_dict()
+    for name, value in new.items():
+        assert value.dtype == old[name].dtype  # the network still computes in float32
+        if value.is_floating_point():
+            assert torch.allclose(value, old[name], rtol=1e-3, atol=1e-4)
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.allclose(torch.sigmoid(after(x).logits), torch.sigmoid(before(x).logits),
+                              atol=2e-3)

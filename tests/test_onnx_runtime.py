@@ -139,6 +139,23 @@ def test_a_graph_beside_its_weights_reads_them_instead_of_holding_a_copy(ucm, tm
     assert np.abs(probs - want).max() < PROB_TOL
 
 
+def test_a_graph_of_half_precision_weights_reads_them_as_stored_and_matches_pytorch(ucm,
+                                                                                   tmp_path):
+    from engine.models.modelfile import store_half
+
+    model = _gap_linear_dir(ucm, tmp_path / "m")
+    store_half(model)
+    predictor = open_predictor(model, "onnx", "cpu")
+    graph, record = trusted_graph(model)
+    assert record.shared_weights == "model.safetensors"
+    assert graph.stat().st_size < (model / "model.safetensors").stat().st_size / 5
+    batch = _real_batch(predictor.spec, UCM)
+    (probs, attention), (want, want_attention) = (predictor(batch),
+                                                  open_predictor(model, "torch", "cpu")(batch))
+    assert np.abs(probs - want).max() < PROB_TOL
+    assert np.abs(attention - want_attention).max() < ATTENTION_TOL
+
+
 def test_a_swapped_weights_file_stops_a_graph_that_reads_it(ucm, tmp_path):
     model = _gap_linear_dir(ucm, tmp_path / "m")
     open_predictor(model, "onnx", "cpu")

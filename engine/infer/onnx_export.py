@@ -9,7 +9,9 @@ batch size is dynamic; the tile size is the model's.
 Exported without folding batch norms into convolutions (ONNX Runtime fuses them itself
 when it loads the graph), every initializer is a tensor of the weights file byte for
 byte; a graph written beside the weights then points into ``model.safetensors`` instead
-of copying it (see engine.infer.onnx_file).
+of copying it (see engine.infer.onnx_file). A tensor stored in float16 (``store_half``)
+is read as float16 and widened by a Cast node, which ONNX Runtime folds when it loads the
+graph: the same float32 values as PyTorch's.
 
 After export the graph is run by ONNX Runtime (when installed) on another random batch,
 of another size than the one traced, and compared with PyTorch; a graph that disagrees
@@ -102,25 +104,65 @@ def _tensor_spans(weights: Path) -> dict[str, tuple[int, int]]:
     return spans
 
 
-def share_weights(graph: Path, weights: Path) -> bool:
-    """Point every initializer of ``graph`` that is byte for byte a tensor of ``weights``
-    at that tensor (ONNX external data) instead of holding a copy. True when at least
-    one was shared."""
+def _as_half(tensor) -> bytes | None:
+    """The float16 bytes of a float32 initializer whose values are all float16 numbers
+    (as a ``store_half`` model's are), else None."""
+    import onnx
+    from onnx import numpy_helper
+
+    if tensor.data_type != onnx.TensorProto.FLOAT:
+        return None
+    values = numpy_helper.to_array(tensor)
+    half = values.astype("<f2")
+    return half.tobytes() if np.array_equal(half.astype(np.float32), values) else None
+
+
+def _point_at(tensor, weights: Path, span: tuple[int, int]) -> None:
     import onnx
     from onnx.external_data_helper import set_external_data
 
+    set_external_data(tensor, weights.name, offset=span[0], length=span[1])
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.ClearField("raw_data")
+
+
+def _widened(proto, tensor, half_bytes: bytes, weights: Path, span: tuple[int, int]) -> None:
+    """Replace float32 initializer ``tensor`` by a float16 one read from ``span`` of the
+    weights file and a Cast node that gives the graph its float32 values under the old name."""
+    import onnx
+
+    name = tensor.name
+    half = onnx.TensorProto(name=f"{name}.float16", dims=list(tensor.dims),
+                            data_type=onnx.TensorProto.FLOAT16, raw_data=half_bytes)
+    _point_at(half, weights, span)
+    proto.graph.initializer.remove(tensor)
+    proto.graph.initializer.append(half)
+    proto.graph.node.insert(0, onnx.helper.make_node("Cast", [half.name], [name],
+                                                     to=onnx.TensorProto.FLOAT,
+                                                     name=f"widen {name}"))
+
+
+def share_weights(graph: Path, weights: Path) -> bool:
+    """Point every initializer of ``graph`` that is byte for byte a tensor of ``weights``
+    (or, widened from float16, one stored in half precision) at that tensor (ONNX external
+    data) instead of holding a copy. True when at least one was shared."""
+    import onnx
+
     proto = onnx.load(str(graph))
     spans, shared = _tensor_spans(weights), 0
-    for tensor in proto.graph.initializer:
+    for tensor in list(proto.graph.initializer):
         if not tensor.HasField("raw_data") or len(tensor.raw_data) < SHARE_MIN_BYTES:
             continue
         span = spans.get(hashlib.sha1(tensor.raw_data).hexdigest())
-        if span is None:
+        if span is not None:
+            _point_at(tensor, weights, span)
+            shared += 1
             continue
-        set_external_data(tensor, weights.name, offset=span[0], length=span[1])
-        tensor.data_location = onnx.TensorProto.EXTERNAL
-        tensor.ClearField("raw_data")
-        shared += 1
+        half = _as_half(tensor)
+        span = spans.get(hashlib.sha1(half).hexdigest()) if half is not None else None
+        if span is not None:
+            _widened(proto, tensor, half, weights, span)
+            shared += 1
     if shared:
         onnx.save(proto, str(graph))
     return shared > 0
