@@ -39,7 +39,8 @@ brightness = 0.1
     config = json.loads((out / "model.json").read_text())["training"]["config"]
     assert config["lr"] == 5e-3                      # the flag
     assert config["warmup_epochs"] == 0.5 and config["image_px"] == 64  # the recipe
-    assert config["augment"] == {"scale": [0.6, 1.5], "brightness": 0.1, "contrast": 0.0}
+    assert config["augment"] == {"scale": [0.6, 1.5], "brightness": 0.1, "contrast": 0.0,
+                                 "colour": 0.0, "blur": 0.0}
     assert json.loads((out / "model.json").read_text())["arch_config"]["dropout"] == 0.1
 
 
@@ -99,3 +100,38 @@ def test_brightness_and_contrast_change_values_not_band_ratios():
     ratios = [y.sum() / torch.rot90(x, k, (1, 2)).sum() for k in range(4)]
     assert any(abs(float(r) - 1.0) > 0.01 for r in ratios)
     assert np.isclose(float((y / y.sum()).std()), float((x / x.sum()).std()), rtol=1e-4)
+
+
+def test_colour_jitter_gives_each_band_its_own_gain():
+    from engine.train.loader import Augmentation, augment
+
+    x = torch.full((3, 16, 16), 0.5)
+    y = augment(x, torch.Generator().manual_seed(1), Augmentation(scale=(1.0, 1.0), colour=0.2))
+    gains = y.mean(dim=(1, 2)) / 0.5
+    assert ((gains >= 0.8) & (gains <= 1.2)).all()
+    assert gains.max() - gains.min() > 0.01  # not one factor for all bands
+    assert torch.allclose(y.std(dim=(1, 2)), torch.zeros(3), atol=1e-6)  # no spatial change
+
+
+def test_blur_softens_edges_keeps_the_mean_and_comes_on_half_the_tiles():
+    from engine.train.loader import Augmentation, augment
+
+    x = torch.zeros(1, 32, 32)
+    x[:, :, ::2] = 1.0  # one-pixel stripes: sun glint, fine texture
+    how = Augmentation(scale=(1.0, 1.0), blur=2.0)
+    blurred = 0
+    for seed in range(40):
+        y = augment(x, torch.Generator().manual_seed(seed), how)
+        assert y.shape == x.shape and abs(float(y.mean()) - 0.5) < 0.02
+        blurred += bool(y.std() < 0.4)  # the stripes' std is 0.5
+    assert 10 <= blurred <= 30
+
+
+def test_augmentation_strengths_out_of_range_are_refused():
+    from engine.errors import TileLabelError
+    from engine.train.loader import Augmentation
+
+    with pytest.raises(TileLabelError, match="colour"):
+        Augmentation(colour=1.5)
+    with pytest.raises(TileLabelError, match="blur"):
+        Augmentation(blur=-1)

@@ -14,8 +14,9 @@ group and no scale jitter (which would resample each group and could not keep a 
 group aligned with the 10 m one to the pixel).
 
 How strong the jitter is comes from an ``Augmentation`` (a recipe's ``[augment]`` table):
-the crop side range, and brightness/contrast jitter on the [0, 1] pixel values (before
-normalisation, the same for every band, so band ratios stay true).
+the crop side range, a Gaussian blur, brightness/contrast jitter on the [0, 1] pixel values
+(before normalisation, the same for every band, so band ratios stay true) and, if asked,
+a colour jitter (a gain per band).
 
 Normalisation uses per-band mean/std measured on the training split.
 """
@@ -45,11 +46,17 @@ class Augmentation:
         imagery does); presence labels stay true either way.
     brightness: pixel values multiplied by a factor in [1 - b, 1 + b].
     contrast: deviations from the tile's mean multiplied by a factor in [1 - c, 1 + c].
+    colour: each band multiplied by its own factor in [1 - c, 1 + c] (another sensor's or
+        another day's colour balance); 0 keeps band ratios true.
+    blur: on half the tiles, a Gaussian blur of standard deviation up to this many pixels
+        (softer imagery: resampled, compressed or hazy; calm water without sun glint).
     """
 
     scale: tuple[float, float] = (0.8, 1.0)
     brightness: float = 0.0
     contrast: float = 0.0
+    colour: float = 0.0
+    blur: float = 0.0
 
     def __post_init__(self) -> None:
         self.scale = (float(self.scale[0]), float(self.scale[1]))
@@ -57,10 +64,13 @@ class Augmentation:
         if not (0.1 <= lo <= hi <= 4.0):
             raise TileLabelError(f"augment scale {list(self.scale)} must be two fractions "
                                  "0.1 <= low <= high <= 4 of the tile side")
-        for name in ("brightness", "contrast"):
+        for name in ("brightness", "contrast", "colour"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise TileLabelError(f"augment {name} must be in [0, 1), got "
                                      f"{getattr(self, name)}")
+        if not 0.0 <= self.blur <= 8.0:
+            raise TileLabelError(f"augment blur must be 0-8 pixels (a Gaussian's standard "
+                                 f"deviation), got {self.blur}")
 
 
 def stack_bands(bands: dict[str, np.ndarray], order: list[str], px: int) -> torch.Tensor:
@@ -149,9 +159,22 @@ def _zoom_out(x: torch.Tensor, small: int, g: torch.Generator) -> torch.Tensor:
     return out[0]
 
 
+def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """[n, px, px] blurred by a separable Gaussian of ``sigma`` px (edges mirrored)."""
+    radius = max(1, int(3 * sigma + 0.5))
+    t = torch.arange(-radius, radius + 1, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    n = x.shape[0]
+    y = F.pad(x[None], (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(1, 1, 1, -1).expand(n, 1, 1, -1), groups=n)
+    y = F.conv2d(y, k.view(1, 1, -1, 1).expand(n, 1, -1, 1), groups=n)
+    return y[0]
+
+
 def augment(x: torch.Tensor, g: torch.Generator, how: Augmentation = Augmentation()) -> torch.Tensor:
-    """A random flip/rotation, crop-and-resize and brightness/contrast change of [n, px, px]
-    pixel values in [0, 1] (before normalisation)."""
+    """A random flip/rotation, crop-and-resize, blur and brightness/contrast/colour change
+    of [n, px, px] pixel values in [0, 1] (before normalisation)."""
     k = int(torch.randint(0, 8, (1,), generator=g))
     x = dihedral(x, k)
     px = x.shape[-1]
@@ -163,11 +186,16 @@ def augment(x: torch.Tensor, g: torch.Generator, how: Augmentation = Augmentatio
                           mode="bilinear", align_corners=False)[0]
     elif side > px:
         x = _zoom_out(x, max(8, round(px / scale)), g)
+    if how.blur > 0 and _uniform(0, 1, g) < 0.5:
+        x = _gaussian_blur(x, _uniform(0.3, how.blur, g))
     if how.contrast > 0:
         mean = x.mean()
         x = (x - mean) * _uniform(1 - how.contrast, 1 + how.contrast, g) + mean
     if how.brightness > 0:
         x = x * _uniform(1 - how.brightness, 1 + how.brightness, g)
+    if how.colour > 0:
+        gains = torch.empty(x.shape[0]).uniform_(1 - how.colour, 1 + how.colour, generator=g)
+        x = x * gains[:, None, None]
     return x
 
 
