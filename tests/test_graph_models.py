@@ -175,7 +175,7 @@ def test_cma_attention_is_a_relu_cosine_normalised_over_locations(arch):
     head = model.heads["stride32"]
     feats = head.reduce(torch.randn(2, model.backbone.out_channels, 3, 3))
     a = head.attention(feats, model.label_embeddings)
-    z = head.similarity(feats, model.label_embeddings)
+    z = head.similarity(feats, model.label_embeddings).detach()
     assert a.shape == (2, len(LABELS), 9) and bool((a >= 0).all())
     # Eq. 8 normalises over locations; a label no location points towards (every cosine
     # negative, which the signed projections allow) gets no attention at all

@@ -3,9 +3,10 @@
 Weights are safetensors only: a model directory from someone else can never run code.
 Weights may be stored in float16 (``store_half``: matrices and kernels only, half the
 file, for a model that must fit a size cap such as the plugin archive's); loading always
-gives a float32 network. Loading checks that both files exist, that model.json is complete and consistent, that
-the weights file is the one model.json was written with (sha256) and that every tensor
-fits the architecture; each failure names the file and what to do.
+gives a float32 network. Loading checks that both files exist, that model.json is
+complete and consistent, that the weights file is the one model.json was written with
+(sha256) and that every tensor fits the architecture; each failure names the file and
+what to do.
 """
 from __future__ import annotations
 
