@@ -14,9 +14,9 @@ group and no scale jitter (which would resample each group and could not keep a 
 group aligned with the 10 m one to the pixel).
 
 How strong the jitter is comes from an ``Augmentation`` (a recipe's ``[augment]`` table):
-the crop side range, a Gaussian blur, brightness/contrast jitter on the [0, 1] pixel values
-(before normalisation, the same for every band, so band ratios stay true) and, if asked,
-a colour jitter (a gain per band).
+the crop side range, brightness/contrast jitter on the [0, 1] pixel values (before
+normalisation, the same for every band, so band ratios stay true) and, if asked, a colour
+jitter (a gain per band) and a Gaussian blur.
 
 Normalisation uses per-band mean/std measured on the training split.
 """
@@ -49,7 +49,7 @@ class Augmentation:
     colour: each band multiplied by its own factor in [1 - c, 1 + c] (another sensor's or
         another day's colour balance); 0 keeps band ratios true.
     blur: on half the tiles, a Gaussian blur of standard deviation up to this many pixels
-        (softer imagery: resampled, compressed or hazy; calm water without sun glint).
+        (softer imagery: resampled, compressed or hazy).
     """
 
     scale: tuple[float, float] = (0.8, 1.0)
@@ -161,7 +161,7 @@ def _zoom_out(x: torch.Tensor, small: int, g: torch.Generator) -> torch.Tensor:
 
 def _gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """[n, px, px] blurred by a separable Gaussian of ``sigma`` px (edges mirrored)."""
-    radius = max(1, int(3 * sigma + 0.5))
+    radius = min(max(1, int(3 * sigma + 0.5)), x.shape[-1] - 1)  # reflect needs < px
     t = torch.arange(-radius, radius + 1, dtype=x.dtype)
     k = torch.exp(-0.5 * (t / sigma) ** 2)
     k = k / k.sum()
