@@ -224,15 +224,34 @@ def _needs_torch(what: str) -> None:
                              "and choose Full, or pip install 'tilelabel[train]'")
 
 
+def _refit_reference(args: argparse.Namespace):
+    """The model --refit names (its spec), after refusing the flags a refit cannot take."""
+    if not args.refit:
+        return None
+    from engine.models.modelfile import read_spec
+
+    clash = [flag for flag, given in (("--recipe", args.recipe), ("--init-from", args.init_from))
+             if given]
+    if clash:
+        raise TileLabelError(f"--refit trains the reference model's own recipe from its "
+                             f"backbone; leave out {' and '.join(clash)}")
+    if Path(args.refit).resolve() == Path(args.out).resolve():
+        raise TileLabelError("--out is the --refit model itself; give a new folder for the "
+                             "refitted model (the reference is kept)")
+    return read_spec(Path(args.refit))
+
+
 def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     _needs_torch("training")
     from engine.data.datasets import open_dataset
     from engine.models.modelfile import read_spec
     from engine.train.output_dir import check_output_dir
     from engine.train.recipe import load_recipe, make_config
+    from engine.train.refit import check_same_data, refit_plan
     from engine.train.trainer import Trainer
 
     init_from = Path(args.init_from) if args.init_from else None
+    reference = _refit_reference(args)
     check_output_dir(Path(args.out), init_from, args.resume, args.overwrite)  # before any work
     bands = read_spec(init_from).bands if init_from else None
     reporter.stage("reading the training data")
@@ -240,11 +259,16 @@ def cmd_train(args: argparse.Namespace, reporter: Reporter) -> int:
     for d in datasets:
         for warning in d.warnings:
             reporter.log(f"{d!r}: {warning}", "warning")
-    cfg = make_config(load_recipe(Path(args.recipe)) if args.recipe else {},
-                      _train_overrides(args))
+    refit = None
+    if reference is not None:
+        check_same_data(reference, datasets)
+        cfg, refit = refit_plan(reference, _train_overrides(args))
+    else:
+        cfg = make_config(load_recipe(Path(args.recipe)) if args.recipe else {},
+                          _train_overrides(args))
     reporter.stage("loading the model")
     result = Trainer(cfg, datasets, Path(args.out), reporter, init_from, args.resume,
-                     args.overwrite).run()
+                     args.overwrite, refit).run()
     if result:
         reporter.result(result)
         if not reporter.json_lines:
@@ -446,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seeds the train/val/test split (default 0): keep it fixed to "
                    "compare seeds on the same split")
     t.add_argument("--init-from", help="fine-tune from this model directory")
+    t.add_argument("--refit", metavar="MODEL", help="train MODEL's recipe again on its train "
+                   "and validation splits together, stopping after the epoch it kept and "
+                   "taking its calibrated thresholds (the test split stays out); MODEL is kept")
     t.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint")
     t.add_argument("--overwrite", action="store_true", help="replace the model already in "
                    "--out (never the --init-from model)")

@@ -99,6 +99,35 @@ def test_fine_tuning_records_its_parent(trained, tmp_path, run_cli):
     assert spec["parent"] == parent["model_id"] and spec["tile_px"] == 128
 
 
+def test_refit_trains_on_train_and_val_with_the_reference_epoch_and_thresholds(
+        trained, tmp_path, run_cli):
+    before = (trained / "model.json").read_bytes()
+    res = run_cli("train", "--refit", trained, "--dataset", UCM, "--out", tmp_path / "dev")
+    assert res.code == 0, res.err
+    assert (trained / "model.json").read_bytes() == before  # the reference is kept as it was
+    ref, spec = json.loads(before), json.loads((tmp_path / "dev" / "model.json").read_text())
+    data = open_dataset(UCM)
+    val = {s.name for s in data.split("val")}
+    test = {s.name for s in data.split("test")}
+    seen = set(spec["training"]["train_images"])
+    assert val <= seen and not seen & test  # the whole development data, never the test split
+    assert spec["training"]["n_train"] == ref["training"]["n_train"] + len(val)
+    assert len(spec["training"]["history"]) == ref["training"]["best_epoch"] + 1
+    assert spec["thresholds"] == ref["thresholds"] and spec["thresholds"] is not None
+    assert spec["training"]["refit"]["of"] == ref["model_id"]
+    assert spec["model_id"] == ref["model_id"] + "-dev"
+    assert spec["metrics"]["val"] == {}  # no held-out figure: the validation split was trained on
+
+
+def test_refit_refuses_flags_that_would_change_the_recipe(trained, tmp_path, run_cli):
+    for extra in (["--epochs", "5"], ["--recipe", "recipes/default.toml"],
+                  ["--image-size", "64"]):
+        res = run_cli("train", "--refit", trained, "--dataset", UCM, "--out", tmp_path / "m",
+                      *extra)
+        assert res.code == 2 and "--refit" in res.err and "Traceback" not in res.err, extra
+    assert not (tmp_path / "m").exists()
+
+
 def test_empty_split_is_refused(tmp_path, run_cli):
     root = tmp_path / "ucm"
     shutil.copytree(DATA / "ucmerced_mini", root)

@@ -21,6 +21,8 @@ targets are aligned to its labels with NaN for "not known", the loss skips those
 entries, and the label graph and label frequencies come from completely labelled tiles.
 A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
 continues from it exactly.
+A refit (engine.train.refit) trains on the train and validation splits together, stops
+after the epoch its reference kept and takes the reference's thresholds.
 
 CUDA and AMP (float16 autocast + GradScaler) are used when available; several GPUs or
 machines through torchrun (see engine.train.distributed).
@@ -32,7 +34,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -56,6 +58,9 @@ from engine.train.distributed import (DistContext, broadcast_state, gather, init
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
 from engine.train.losses import build_loss
+
+if TYPE_CHECKING:
+    from engine.train.refit import DevRefit
 
 METRIC_KEYS = ("mAP_macro", "mAP_micro", "OP", "OR", "OF1", "CP", "CR", "CF1", "F1_macro",
                "EF1", "n_images")
@@ -165,8 +170,9 @@ def complete_targets(items: list[tuple[MultiLabelDataset, Sample]], n_labels: in
 class Trainer:
     def __init__(self, cfg: TrainConfig, datasets: list[MultiLabelDataset], out: Path,
                  reporter: Reporter, init_from: Path | None = None, resume: bool = False,
-                 overwrite: bool = False) -> None:
+                 overwrite: bool = False, refit: DevRefit | None = None) -> None:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
+        self.refit = refit
         check_output_dir(self.out, init_from, resume, overwrite)
         if cfg.patience < 1 or cfg.epochs < 1:
             raise TileLabelError("--epochs and --patience must be at least 1")
@@ -182,10 +188,15 @@ class Trainer:
         self.train_items = _items(datasets, "train", cfg.split_seed)
         self.val_items = _items(datasets, "val", cfg.split_seed)
         for name, items in (("train", self.train_items), ("val", self.val_items)):
-            if not items and not (name == "val" and cfg.allow_no_val):
+            if not items and not (name == "val" and (cfg.allow_no_val or refit)):
                 raise TileLabelError(f"the {name} split of {', '.join(map(repr, datasets))} is "
                                      "empty; add data (or more corrected tiles)")
-        if not self.val_items:
+        if refit is not None:  # the whole development data; the reference chose for it
+            self.train_items, self.val_items = self.train_items + self.val_items, []
+            reporter.log(f"refit of {refit.reference_id} on the train and validation splits "
+                         f"({len(self.train_items)} images): stopping after epoch "
+                         f"{refit.keep_epoch}, its thresholds")
+        elif not self.val_items:
             reporter.log("no validation images: every epoch is kept as it comes and no "
                          "validation metrics are recorded", "warning")
         self.spec, self.model = self._model(labels, parent, parent_model)
@@ -299,7 +310,8 @@ class Trainer:
         if main:  # the model and data are ready: the batches start
             self.reporter.progress("train", (state["epoch"] + 1) * steps_per_epoch,
                                    cfg.epochs * steps_per_epoch)
-        for epoch in range(state["epoch"] + 1, cfg.epochs):
+        last = self.refit.keep_epoch if self.refit else cfg.epochs
+        for epoch in range(state["epoch"] + 1, min(cfg.epochs, last)):
             if state["stale"] >= cfg.patience:
                 break
             if epoch == preparation_epoch(model, cfg.epochs) and not self.fine_tuning:
@@ -453,6 +465,8 @@ class Trainer:
         self.spec.metrics = {"val": state.get("best_metrics", {}),
                              "val_at_0.5": state.get("metrics_at_0.5", {}),
                              "val_per_class": state.get("best_per_class", {})}
+        if self.refit is not None:
+            self.spec.thresholds = self.refit.thresholds
         self.spec.training = {
             "datasets": [f"{d.kind}:{d.root}" for d in self.datasets],
             "split_seed": cfg.split_seed, "seed": cfg.seed,
@@ -461,7 +475,8 @@ class Trainer:
             "config": asdict(cfg), "best_epoch": state["best_epoch"],
             "epochs_run": state["epoch"] + 1, "history": state["history"],
             "images_per_second": round(throughput, 2), "device": self.device.type,
-            "world_size": self.ctx.world_size}
+            "world_size": self.ctx.world_size,
+            **({"refit": self.refit.record()} if self.refit else {})}
         if self.spec.label_embeddings is None:
             self.spec.label_embeddings = self._label_embeddings(self.spec.labels)
         self.reporter.stage("saving the model")
