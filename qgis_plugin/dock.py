@@ -172,8 +172,12 @@ class TileLabelDock(PanelJobs, PanelReview, PanelTraining, QDockWidget):
             doc = json.loads((Path(path) / "model.json").read_text())
         except (OSError, json.JSONDecodeError):
             return Path(path).name
-        val = doc.get("metrics", {}).get("val", {})
-        figures = f" (val OF1 {val['OF1']:.2f}, CF1 {val['CF1']:.2f})" if "OF1" in val else ""
+        figures = ""
+        for split in ("val", "test"):  # a model refitted on train + val has only test figures
+            m = doc.get("metrics", {}).get(split, {})
+            if "OF1" in m and "CF1" in m:
+                figures = f" ({split} OF1 {m['OF1']:.2f}, CF1 {m['CF1']:.2f})"
+                break
         parent = f", from {doc['parent']}" if doc.get("parent") else ""
         return f"{doc.get('model_id', Path(path).name)}{figures}{parent}"
 

@@ -652,3 +652,14 @@ def test_settings_dialog_saves_what_the_analyst_chose(qtbot, tmp_path):
         assert saved.engine_python == dialog.python.filePath()
     finally:
         original.save()
+
+
+def test_the_model_list_names_each_model_with_its_held_out_figures(tmp_path):
+    model = tmp_path / "m"
+    model.mkdir()
+    doc = {"model_id": "ucm-dev", "metrics": {"val": {}, "test": {"OF1": 0.9, "CF1": 0.93}}}
+    (model / "model.json").write_text(json.dumps(doc))
+    assert TileLabelDock._model_title(str(model)) == "ucm-dev (test OF1 0.90, CF1 0.93)"
+    doc["metrics"]["val"] = {"OF1": 0.88, "CF1": 0.91}
+    (model / "model.json").write_text(json.dumps(doc))
+    assert TileLabelDock._model_title(str(model)) == "ucm-dev (val OF1 0.88, CF1 0.91)"
