@@ -117,3 +117,20 @@ def test_half_precision_storage_halves_the_file_and_loads_a_float32_network(tmp_
     with torch.no_grad():
         assert torch.allclose(torch.sigmoid(after(x).logits), torch.sigmoid(before(x).logits),
                               atol=2e-3)
+
+
+def test_the_card_of_a_refitted_default_says_what_it_trained_on_and_who_chose_its_thresholds():
+    from dataclasses import replace
+
+    from engine.train.default_model import model_card
+
+    spec = read_spec(DEFAULT_MODEL)
+    reference_val = {**spec.metrics["val"], "OF1": 0.891}
+    training = {**spec.training, "n_train": 1428, "n_val": 0,
+                "refit": {"of": "ref", "fit_on": "train+val", "kept_epoch": 12,
+                          "thresholds_from": "ref", "reference_val": reference_val}}
+    card = model_card(replace(spec, training=training, metrics={**spec.metrics, "val": {}}))
+    assert "trained on the train and validation splits together (1428 images" in card
+    assert "stopped after epoch 12 of 12, the epoch its reference run" in card
+    assert "calibrated on the validation split by the reference run" in card
+    assert "| val (reference run) | 0.891 |" in card
