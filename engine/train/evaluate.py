@@ -14,6 +14,7 @@ from engine.errors import TileLabelError
 from engine.device import resolve_device
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import load_model
+from engine.models.spec import ModelSpec
 from engine.progress import Reporter
 from engine.infer.predictor import Predictor
 from engine.infer.tta import with_tta
@@ -27,6 +28,23 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
              batch_size: int = 32, device: str = "auto", tta: str = "none") -> dict[str, Any]:
     """Metrics of the model on every image of the dataset, or on one split of it, each
     image predicted as annotate predicts a tile (``tta``: engine/infer/tta.py)."""
+    scores, targets, spec, overlap = split_scores(model_dir, dataset_spec, split, reporter,
+                                                  batch_size, device, tta)
+    metrics = multilabel_metrics(scores, targets, np.asarray(spec.label_thresholds()),
+                                 spec.labels)
+    at_half = multilabel_metrics(scores, targets, np.full(len(spec.labels), 0.5), spec.labels)
+    metrics["at_0.5"] = {k: at_half[k] for k in HEADLINE}  # so a gain is never a threshold effect
+    metrics["thresholds"] = dict(zip(spec.labels, spec.label_thresholds()))
+    metrics.update(model_id=spec.model_id, dataset=dataset_spec, split=split or "all",
+                   train_overlap=overlap, tta=tta)
+    return metrics
+
+
+def split_scores(model_dir: Path, dataset_spec: str, split: str | None, reporter: Reporter,
+                 batch_size: int = 32, device: str = "auto", tta: str = "none"
+                 ) -> tuple[np.ndarray, np.ndarray, ModelSpec, int]:
+    """(probabilities [N, C], targets [N, C], the model's spec, how many of the images it
+    trained on) on every image of the dataset or on one split of it."""
     model, spec = load_model(model_dir)
     dataset = open_dataset(dataset_spec, bands=spec.bands)
     if not dataset.complete_labels:
@@ -54,15 +72,7 @@ def evaluate(model_dir: Path, dataset_spec: str, split: str | None, reporter: Re
         scores.append(predictor(_numpy(x))[0])
         done += batch_len(x)
         reporter.progress("evaluate", done, len(samples))
-    scores, targets = np.concatenate(scores), dataset.targets(samples)
-    metrics = multilabel_metrics(scores, targets, np.asarray(spec.label_thresholds()),
-                                 spec.labels)
-    at_half = multilabel_metrics(scores, targets, np.full(len(spec.labels), 0.5), spec.labels)
-    metrics["at_0.5"] = {k: at_half[k] for k in HEADLINE}  # so a gain is never a threshold effect
-    metrics["thresholds"] = dict(zip(spec.labels, spec.label_thresholds()))
-    metrics.update(model_id=spec.model_id, dataset=dataset_spec, split=split or "all",
-                   train_overlap=overlap, tta=tta)
-    return metrics
+    return np.concatenate(scores), dataset.targets(samples), spec, overlap
 
 
 def _numpy(x: torch.Tensor | dict[str, torch.Tensor]) -> np.ndarray | dict[str, np.ndarray]:

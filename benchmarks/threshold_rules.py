@@ -1,0 +1,116 @@
+"""Which rule for per-label decision thresholds carries over from validation to test?
+
+Training calibrates each label's threshold on the validation split (engine.metrics,
+``calibrate_thresholds``: the F1-maximising value on a grid of 0.025 steps). With 252 validation
+images a label has 12-165 positives, so the F1-best value is partly noise. This benchmark
+scores each model's validation and test splits once (cached under out/threshold_scores/),
+then sets thresholds on validation by several rules and reports test OF1 / CF1 for each,
+per model and on the mean, so a rule is chosen on what it does on held-out data.
+
+Rules: 0.5 for every label; F1-best (the trainer's rule); F1-best of the F1 curve smoothed
+over neighbouring grid values; halfway between F1-best and 0.5; one threshold for every
+label (the best validation OF1).
+
+Usage: python benchmarks/threshold_rules.py MODEL_DIR [MODEL_DIR ...]
+       [--dataset ucmerced:../shared/data/ucmerced-ml]
+"""
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.metrics import MIN_POSITIVES, THRESHOLD_GRID, calibrate_thresholds, multilabel_metrics
+from engine.progress import Reporter
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / "out" / "threshold_scores"
+UCM = f"ucmerced:{ROOT.parent / 'shared' / 'data' / 'ucmerced-ml'}"
+
+
+def split_scores(model_dir: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(probabilities, targets) of one split, cached by model folder and split."""
+    from engine.train.evaluate import split_scores as predict
+
+    cache = CACHE / f"{model_dir.name}-{split}.npz"
+    if cache.exists():
+        found = np.load(cache)
+        return found["scores"], found["targets"]
+    quiet = Reporter(json_lines=True, stream=io.StringIO())
+    scores, targets, _, _ = predict(model_dir, dataset, split, quiet)
+    CACHE.mkdir(parents=True, exist_ok=True)
+    np.savez(cache, scores=scores, targets=targets)
+    return scores, targets
+
+
+def f1_curves(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """[C, T] each label's F1 at each grid threshold."""
+    pred = scores.T[:, None, :] >= THRESHOLD_GRID[None, :, None]          # [C, T, N]
+    pos = targets.T.astype(bool)[:, None, :]
+    tp = (pred & pos).sum(-1)
+    return 2 * tp / np.maximum(pred.sum(-1) + pos.sum(-1), 1)
+
+
+def _best(curve: np.ndarray) -> float:
+    best = np.flatnonzero(np.isclose(curve, curve.max()))
+    return float(THRESHOLD_GRID[best[np.argmin(abs(THRESHOLD_GRID[best] - 0.5))]])
+
+
+def smoothed(scores: np.ndarray, targets: np.ndarray) -> list[float]:
+    curves = f1_curves(scores, targets)
+    kernel = np.ones(3) / 3
+    out = []
+    for c, curve in enumerate(curves):
+        if targets[:, c].sum() < MIN_POSITIVES:
+            out.append(0.5)
+            continue
+        out.append(_best(np.convolve(np.pad(curve, 1, mode="edge"), kernel, mode="valid")))
+    return out
+
+
+def halfway(scores: np.ndarray, targets: np.ndarray) -> list[float]:
+    return [(t + 0.5) / 2 for t in calibrate_thresholds(scores, targets)]
+
+
+def one_for_all(scores: np.ndarray, targets: np.ndarray) -> list[float]:
+    of1 = [multilabel_metrics(scores, targets, np.full(scores.shape[1], t))["OF1"]
+           for t in THRESHOLD_GRID]
+    return [_best(np.asarray(of1))] * scores.shape[1]
+
+
+RULES: dict[str, Callable[[np.ndarray, np.ndarray], list[float]]] = {
+    "0.5": lambda s, t: [0.5] * s.shape[1],
+    "F1-best (trainer)": calibrate_thresholds,
+    "F1-best, smoothed": smoothed,
+    "halfway to 0.5": halfway,
+    "one for all labels": one_for_all,
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("models", nargs="+", type=Path)
+    ap.add_argument("--dataset", default=UCM)
+    args = ap.parse_args()
+    table = {rule: [] for rule in RULES}
+    print("| model | " + " | ".join(f"{r} OF1 / CF1" for r in RULES) + " |")
+    print("|---|" + "---|" * len(RULES))
+    for model_dir in args.models:
+        val, val_t = split_scores(model_dir, args.dataset, "val")
+        test, test_t = split_scores(model_dir, args.dataset, "test")
+        cells = []
+        for rule, choose in RULES.items():
+            m = multilabel_metrics(test, test_t, np.asarray(choose(val, val_t)))
+            table[rule].append((m["OF1"], m["CF1"]))
+            cells.append(f"{m['OF1']:.3f} / {m['CF1']:.3f}")
+        print(f"| {model_dir.name} | " + " | ".join(cells) + " |", flush=True)
+    means = [np.mean(v, 0) for v in table.values()]
+    print(f"| mean of {len(args.models)} | " + " | ".join(f"{o:.3f} / {c:.3f}" for o, c in means)
+          + " |")
+
+
+if __name__ == "__main__":
+    main()
