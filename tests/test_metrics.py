@@ -48,8 +48,12 @@ def test_calibrated_thresholds_maximise_each_labels_f1_and_keep_rare_labels():
     targets[:2, 2] = True                                 # too few positives to calibrate
     scores = rng.random((200, 3)) * 0.3
     scores[:60, 0] += 0.35                                 # positives at 0.35-0.65
-    thresholds = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7])
+    thresholds = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7], shrink=0)
     assert 0.3 <= thresholds[0] <= 0.35                   # in the gap (F1 1.0), not 0.5
     assert thresholds[1] == 0.5 and thresholds[2] == 0.7  # no / too few positives: kept
     pred = scores[:, 0] >= thresholds[0]
     assert (pred == targets[:, 0]).all()
+    # The trainer's rule: the F1-best value moved halfway back to 0.5; kept ones stay put.
+    halfway = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7])
+    assert halfway[0] == pytest.approx((thresholds[0] + 0.5) / 2)
+    assert halfway[1:] == [0.5, 0.7]

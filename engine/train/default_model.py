@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from engine.models.spec import SPEC_FILE, ModelSpec, read_spec
 from engine.progress import Reporter
 
@@ -72,6 +74,26 @@ def measure_test_split(model_dir: Path, dataset: Path) -> None:
     doc["metrics"]["test_per_class"] = report.get("per_class", {})
     flips = evaluate(model_dir, f"ucmerced:{dataset}", "test", quiet, tta="flips")
     doc["metrics"]["test_tta_flips"] = {k: flips[k] for k in KEYS}
+    _write_spec(path, doc)
+
+
+def recalibrate(model_dir: Path, dataset: Path) -> None:
+    """Choose the thresholds again by the current rule (engine.metrics.calibrate_thresholds)
+    on the validation split, with the weights as stored, and record the validation figures
+    at them: for a model trained before the rule changed."""
+    from engine.metrics import SHRINK, calibrate_thresholds, multilabel_metrics
+    from engine.train.evaluate import split_scores
+
+    quiet = Reporter(json_lines=True, stream=io.StringIO())
+    scores, targets, spec, _ = split_scores(model_dir, f"ucmerced:{dataset}", "val", quiet)
+    thresholds = calibrate_thresholds(scores, targets, spec.label_thresholds())
+    path = model_dir / SPEC_FILE
+    doc = json.loads(path.read_text())
+    doc["thresholds"] = thresholds
+    for key, t in (("val", thresholds), ("val_at_0.5", [0.5] * len(thresholds))):
+        m = multilabel_metrics(scores, targets, np.asarray(t), spec.labels)
+        doc["metrics"][key] = {k: m[k] for k in KEYS}
+    doc["training"]["threshold_rule"] = {"shrink": SHRINK, "recalibrated": True}
     _write_spec(path, doc)
 
 
@@ -172,10 +194,10 @@ def model_card(spec: ModelSpec) -> str:
   loss; augmentation: 8 flips/rotations, scale {aug['scale'][0]}-{aug['scale'][1]} (zoom in
   and out), brightness +-{aug['brightness']}, contrast +-{aug['contrast']}{_more_augment(aug)}; seed
   {cfg['seed']}; {_kept_line(t)}. Trained on {t['device']} at {t['images_per_second']} images/s.
-- Decision thresholds: per label, calibrated on the validation split{' by the reference run' if t.get('refit') else ''} (the F1-maximising
-  value; labels with under 5 validation positives keep 0.5): {', '.join(
+- Decision thresholds: per label, calibrated on the validation split{' by the reference run' if t.get('refit') else ''} ({_rule(t)};
+  labels with under 5 validation positives keep 0.5): {', '.join(
       f'{l} {v:.2f}' for l, v in zip(spec.labels, spec.label_thresholds()))}.
-- Weights: `model.safetensors`{_storage()}
+- Weights: `model.safetensors`{_storage(t)}
 - Runtime: `model.onnx` (ONNX Runtime, what annotate uses on the CPU) is exported from
   `model.safetensors` by `tilelabel models export-onnx` and checked against PyTorch.
 - Reproduce: `make default-model` (reads ../shared/data/ucmerced-ml; {_build_time(t)} on
@@ -236,14 +258,25 @@ def _more_augment(aug: dict) -> str:
     return colour + blur
 
 
-def _storage() -> str:
+def _rule(t: dict) -> str:
+    shrink = t.get("threshold_rule", {}).get("shrink", 0.0)
+    if not shrink:
+        return "the F1-maximising value"
+    return ("each label's F1-maximising value moved halfway back to 0.5" if shrink == 0.5
+            else f"each label's F1-maximising value moved {shrink:g} of the way to 0.5")
+
+
+def _storage(t: dict) -> str:
     if not HALF_WEIGHTS:
         return " (float32)."
-    return (": kernels and matrices stored in float16, vectors in float32, so the\n"
-            "  plugin archive stays small; the network computes in float32. The test and "
-            "beyond-UC-Merced\n  figures below are of the stored weights, the validation "
-            "figures of the float32\n  weights it was trained (and its thresholds "
-            "calibrated) with.")
+    text = (": kernels and matrices stored in float16, vectors in float32, so the\n"
+            "  plugin archive stays small; the network computes in float32. ")
+    if t.get("threshold_rule", {}).get("recalibrated"):
+        return text + ("Every figure below,\n  and the thresholds, are of the stored "
+                       "weights.")
+    return text + ("The test and beyond-UC-Merced\n  figures below are of the stored "
+                   "weights, the validation figures of the float32\n  weights it was "
+                   "trained (and its thresholds calibrated) with.")
 
 
 def _beyond_ucm(spec: ModelSpec) -> str:
@@ -280,13 +313,15 @@ tolerance), beside the crop centre's rate and the margin over an absent label's 
 """
 
 
-def finish(model_dir: Path, dataset: Path) -> ModelSpec:
+def finish(model_dir: Path, dataset: Path, recalibrated: bool = False) -> ModelSpec:
     from engine.infer.onnx_export import export_onnx
     from engine.infer.onnx_file import trusted_graph
     from engine.models.modelfile import store_half
 
     if HALF_WEIGHTS:  # before measuring: the card's figures are those of the shipped file
         store_half(model_dir)
+    if recalibrated:
+        recalibrate(model_dir, dataset)
     measure_test_split(model_dir, dataset)
     measure_beyond_ucm(model_dir)
     spec = read_spec(model_dir)
@@ -302,6 +337,8 @@ def main() -> None:
     ap.add_argument("--dataset", type=Path, required=True, help="UC Merced multi-label folder")
     ap.add_argument("--out", type=Path, required=True, help="model directory to write")
     ap.add_argument("--trained", type=Path, help="a model already trained by the recipe")
+    ap.add_argument("--recalibrate", action="store_true", help="with --trained: choose its "
+                    "thresholds again by the current rule, on the validation split")
     args = ap.parse_args()
     if args.trained:
         if args.trained.resolve() != args.out.resolve():
@@ -309,7 +346,7 @@ def main() -> None:
             shutil.copytree(args.trained, args.out, ignore=shutil.ignore_patterns("checkpoint"))
     else:
         train(args.dataset, args.out)
-    spec = finish(args.out, args.dataset)
+    spec = finish(args.out, args.dataset, args.recalibrate and args.trained is not None)
     for split in ("val", "test", "test_at_0.5"):
         m = spec.metrics.get(split)
         if not m:  # a refit has no validation figures of its own

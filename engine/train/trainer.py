@@ -46,7 +46,7 @@ from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
 from engine.device import resolve_device
-from engine.metrics import calibrate_thresholds, multilabel_metrics
+from engine.metrics import SHRINK, calibrate_thresholds, multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
 from engine.models.registry import ARCHITECTURES
 from engine.progress import Reporter
@@ -418,6 +418,7 @@ class Trainer:
             return
         self.spec.thresholds = calibrate_thresholds(scores, targets,
                                                     self.spec.label_thresholds())
+        state["threshold_rule"] = {"shrink": SHRINK}
         tuned = multilabel_metrics(scores, targets, np.asarray(self.spec.thresholds),
                                    self.spec.labels)
         state.update(best_metrics={k: tuned[k] for k in METRIC_KEYS},
@@ -476,6 +477,7 @@ class Trainer:
             "epochs_run": state["epoch"] + 1, "history": state["history"],
             "images_per_second": round(throughput, 2), "device": self.device.type,
             "world_size": self.ctx.world_size,
+            **({"threshold_rule": state["threshold_rule"]} if "threshold_rule" in state else {}),
             **({"refit": self.refit.record()} if self.refit else {})}
         if self.spec.label_embeddings is None:
             self.spec.label_embeddings = self._label_embeddings(self.spec.labels)
