@@ -32,7 +32,7 @@ LOCALISATION = ROOT / "benchmarks" / "attention_localisation.py"
 SHARED = ROOT.parent / "shared" / "data"
 BEYOND_LABELS = ("airplane", "tanks", "court", "cars", "ship", "all")
 BEYOND_DATA = ("NWPU", "DOTA")
-MODEL_ID = "ucmerced-ms-cma-effnetlite0-v3-f16"
+MODEL_ID = "ucmerced-ms-cma-effnetlite0-v3.1-f16"  # v3 weights, thresholds by the halfway rule
 # The plugin archive carries the default and may hold 25 MB (plugins.qgis.org): the
 # weight matrices and kernels are stored in float16 (engine.models.modelfile.store_half).
 HALF_WEIGHTS = True
@@ -194,8 +194,9 @@ def model_card(spec: ModelSpec) -> str:
   loss; augmentation: 8 flips/rotations, scale {aug['scale'][0]}-{aug['scale'][1]} (zoom in
   and out), brightness +-{aug['brightness']}, contrast +-{aug['contrast']}{_more_augment(aug)}; seed
   {cfg['seed']}; {_kept_line(t)}. Trained on {t['device']} at {t['images_per_second']} images/s.
-- Decision thresholds: per label, calibrated on the validation split{' by the reference run' if t.get('refit') else ''} ({_rule(t)};
-  labels with under 5 validation positives keep 0.5): {', '.join(
+- Decision thresholds: per label, calibrated on the validation split{' by the reference run' if t.get('refit') else ''}
+  ({_rule(t)}; labels with under 5 validation positives keep 0.5):
+  {', '.join(
       f'{l} {v:.2f}' for l, v in zip(spec.labels, spec.label_thresholds()))}.
 - Weights: `model.safetensors`{_storage(t)}
 - Runtime: `model.onnx` (ONNX Runtime, what annotate uses on the CPU) is exported from
