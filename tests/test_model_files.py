@@ -128,7 +128,7 @@ def test_the_card_of_a_refitted_default_says_what_it_trained_on_and_who_chose_it
     reference_val = {**spec.metrics["val"], "OF1": 0.891}
     training = {**spec.training, "n_train": 1428, "n_val": 0,
                 "refit": {"of": "ref", "fit_on": "train+val", "kept_epoch": 12,
-                          "thresholds_from": "ref", "reference_val": reference_val}}
+                          "reference_val": reference_val}}
     card = model_card(replace(spec, training=training, metrics={**spec.metrics, "val": {}}))
     assert "trained on the train and validation splits together (1428 images" in card
     assert "stopped after epoch 12 of 12, the epoch its reference run" in card

@@ -36,7 +36,7 @@ class DevRefit:
 
     def record(self) -> dict[str, Any]:
         return {"of": self.reference_id, "fit_on": "train+val", "kept_epoch": self.keep_epoch,
-                "thresholds_from": self.reference_id, "reference_val": self.reference_val}
+                "reference_val": self.reference_val}
 
 
 def reference_config(reference: ModelSpec) -> TrainConfig:

@@ -307,10 +307,10 @@ class Trainer:
             if main:
                 self.reporter.log(f"resuming after epoch {state['epoch'] + 1} from {ckpt}")
         steps_per_epoch = math.ceil(len(train_view) / (cfg.batch_size * self.ctx.world_size))
+        last = self.refit.keep_epoch if self.refit else cfg.epochs  # a refit stops early
         if main:  # the model and data are ready: the batches start
             self.reporter.progress("train", (state["epoch"] + 1) * steps_per_epoch,
-                                   cfg.epochs * steps_per_epoch)
-        last = self.refit.keep_epoch if self.refit else cfg.epochs
+                                   last * steps_per_epoch)
         for epoch in range(state["epoch"] + 1, min(cfg.epochs, last)):
             if state["stale"] >= cfg.patience:
                 break
@@ -350,7 +350,7 @@ class Trainer:
                 state["images_seen"] += batch_len(x) * self.ctx.world_size
                 if main:
                     self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
-                                           cfg.epochs * steps_per_epoch)
+                                           last * steps_per_epoch)
             state["train_seconds"] += time.perf_counter() - t0
             metrics = self.validate(net, val_view) if self.val_items else None
             entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
