@@ -263,8 +263,8 @@ def _rule(t: dict) -> str:
     shrink = t.get("threshold_rule", {}).get("shrink", 0.0)
     if not shrink:
         return "the F1-maximising value"
-    return ("each label's F1-maximising value moved halfway back to 0.5" if shrink == 0.5
-            else f"each label's F1-maximising value moved {shrink:g} of the way to 0.5")
+    how_far = "halfway" if shrink == 0.5 else f"{shrink:g} of the way"
+    return f"each label's F1-maximising value moved {how_far} back to 0.5"
 
 
 def _storage(t: dict) -> str:
@@ -341,13 +341,16 @@ def main() -> None:
     ap.add_argument("--recalibrate", action="store_true", help="with --trained: choose its "
                     "thresholds again by the current rule, on the validation split")
     args = ap.parse_args()
+    if args.recalibrate and not args.trained:
+        ap.error("--recalibrate re-chooses the thresholds of a model already trained: give "
+                 "--trained DIR (a new training run calibrates by the current rule itself)")
     if args.trained:
         if args.trained.resolve() != args.out.resolve():
             shutil.rmtree(args.out, ignore_errors=True)
             shutil.copytree(args.trained, args.out, ignore=shutil.ignore_patterns("checkpoint"))
     else:
         train(args.dataset, args.out)
-    spec = finish(args.out, args.dataset, args.recalibrate and args.trained is not None)
+    spec = finish(args.out, args.dataset, args.recalibrate)
     for split in ("val", "test", "test_at_0.5"):
         m = spec.metrics.get(split)
         if not m:  # a refit has no validation figures of its own

@@ -404,8 +404,8 @@ class Trainer:
         broadcast_state(model, self.ctx)  # every rank starts the stage from rank 0's result
 
     def _calibrate(self, net: nn.Module, view: TrainingView, state: dict[str, Any]) -> None:
-        """Per-label thresholds from the kept model's validation scores (each label's best
-        F1), stored in the model; its metrics are recorded at 0.5 and at those thresholds,
+        """Per-label thresholds from the kept model's validation scores (engine.metrics:
+        each label's F1-best value moved back towards 0.5), stored in the model; its metrics are recorded at 0.5 and at those thresholds,
         so a gain is never a threshold effect. A model whose probabilities encode its own
         decision rule (CM-GM's credible labels) keeps 0.5."""
         if not self.val_items:
