@@ -19,33 +19,13 @@ Usage: python benchmarks/threshold_rules.py MODEL_DIR [MODEL_DIR ...]
 from __future__ import annotations
 
 import argparse
-import io
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
 from engine.metrics import MIN_POSITIVES, THRESHOLD_GRID, calibrate_thresholds, multilabel_metrics
-from engine.progress import Reporter
-
-ROOT = Path(__file__).resolve().parents[1]
-CACHE = ROOT / "out" / "threshold_scores"
-UCM = f"ucmerced:{ROOT.parent / 'shared' / 'data' / 'ucmerced-ml'}"
-
-
-def split_scores(model_dir: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
-    """(probabilities, targets) of one split, cached by model folder and split."""
-    from engine.train.evaluate import split_scores as predict
-
-    cache = CACHE / f"{model_dir.name}-{split}.npz"
-    if cache.exists():
-        found = np.load(cache)
-        return found["scores"], found["targets"]
-    quiet = Reporter(json_lines=True, stream=io.StringIO())
-    scores, targets, _, _ = predict(model_dir, dataset, split, quiet)
-    CACHE.mkdir(parents=True, exist_ok=True)
-    np.savez(cache, scores=scores, targets=targets)
-    return scores, targets
+from score_cache import UCM, split_scores
 
 
 def f1_curves(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
