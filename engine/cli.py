@@ -93,7 +93,7 @@ def cmd_annotate(args: argparse.Namespace, reporter: Reporter) -> int:
         attention=not args.no_attention, bands=_bands(args.bands),
         allow_gsd_mismatch=args.allow_gsd_mismatch, s2_offset=args.s2_offset,
         workers=args.workers, runtime=args.runtime, threads=args.threads, tta=args.tta,
-        block_tiles=args.cluster_block)
+        block_tiles=args.cluster_block, min_valid=args.min_valid)
     if len(rasters) > 1 or args.store_crs or args.cluster:
         return _annotate_many(rasters, opts, args.store_crs, args.cluster, reporter)
     result = run_annotate(opts, reporter)
@@ -123,8 +123,8 @@ def _annotate_many(rasters: list[str], opts, store_crs: str | None, cluster: str
 
 
 def _annotate_summary(r: dict) -> str:
-    lines = [f"annotated {r['tiles_written']} tiles ({r['tiles_skipped_nodata']} nodata tiles "
-             f"skipped) in {r['seconds']} s with model {r['model_id']} on {r['runtime']} "
+    lines = [f"annotated {r['tiles_written']} tiles ({r['tiles_skipped_nodata']} tiles of no "
+             f"or too little data skipped) in {r['seconds']} s with model {r['model_id']} on {r['runtime']} "
              f"({r['device']})",
              f"  store:     {r['store']}  (layer 'tiles', CRS {r['crs']})"]
     if r["attention"]:
@@ -369,7 +369,7 @@ def cmd_export(args: argparse.Namespace, reporter: Reporter) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from engine.defaults import DEFAULT_MODEL
+    from engine.defaults import DEFAULT_MODEL, MIN_VALID_FRACTION
 
     parser = argparse.ArgumentParser(prog="tilelabel", description=(
         "TileLabel engine: multi-label annotation of aerial and satellite imagery."))
@@ -401,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="annotate only this extent (default: the whole raster)")
     a.add_argument("--extent-crs", help="CRS of --extent, e.g. EPSG:4326 (default: the raster's)")
     a.add_argument("--overlap", type=float, default=0.0, help="tile overlap fraction in [0, 0.9)")
+    a.add_argument("--min-valid", type=float, default=MIN_VALID_FRACTION, metavar="SHARE",
+                   help="skip tiles holding less than this share of real data (edge slivers, "
+                   "nodata), where the padding would make up the labels; 0 predicts every "
+                   "tile that holds any (default: %(default)s)")
     a.add_argument("--batch-size", type=int, default=16, help="tiles per model batch")
     a.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     a.add_argument("--attention-dir", help="folder for the attention GeoTIFF "

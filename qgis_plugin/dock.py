@@ -275,7 +275,7 @@ class TileLabelDock(PanelJobs, PanelReview, PanelTraining, QDockWidget):
             [l for l in QgsProject.instance().mapLayers().values()
              if l.name().startswith("attention: ")])
         self.iface.setActiveLayer(self.tiles_layer)
-        self.status.setText(tr("Annotated {} tiles ({} nodata skipped) in {} s.").format(
+        self.status.setText(tr("Annotated {} tiles ({} with no or too little data skipped) in {} s.").format(
             result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
         self._review_history = []
         self.update_counts()

@@ -11,6 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
 SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
+# Its 4 x 4 grid of 76.8 m tiles less the bottom-right corner, which holds 7 % of real
+# data (under annotate's minimum share, engine/defaults.py MIN_VALID_FRACTION).
+SAMPLE_TILES = 15
 DEFAULT_MODEL = ROOT / "engine" / "resources" / "models" / "default"
 UCM_LABELS = ["airplane", "bare-soil", "buildings", "cars", "chaparral", "court", "dock",
               "field", "grass", "mobile-home", "pavement", "sand", "sea", "ship", "tanks",

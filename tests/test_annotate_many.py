@@ -17,7 +17,7 @@ import rasterio
 from rasterio.warp import transform_bounds, transform_geom
 from shapely.geometry import mapping, shape
 
-from conftest import DATA, ROOT, SAMPLE
+from conftest import DATA, ROOT, SAMPLE, SAMPLE_TILES
 from engine.infer.raster_inputs import expand_inputs
 from engine.store import geopackage as gpkg
 
@@ -39,7 +39,8 @@ def _result(out: str) -> dict:
 
 
 def test_rasters_in_two_crss_go_into_one_store_as_their_own_runs_would(tmp_path, run_cli):
-    res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "both.gpkg", "--json-progress")
+    res = run_cli("annotate", SAMPLE, US, "--out", tmp_path / "both.gpkg", "--json-progress",
+                  "--min-valid", "0")  # every US tile, slivers included: four grid squares
     assert res.code == 0, res.err
     result = _result(res.out)
     assert result["crs"] == "EPSG:28992" and [r["outcome"] for r in result["rasters"]] == [
@@ -47,7 +48,7 @@ def test_rasters_in_two_crss_go_into_one_store_as_their_own_runs_would(tmp_path,
     both = _tiles(tmp_path / "both.gpkg")
     for raster, crs in ((SAMPLE, "EPSG:28992"), (US, "EPSG:3857")):
         single = tmp_path / f"{raster.stem}.gpkg"
-        assert run_cli("annotate", raster, "--out", single).code == 0
+        assert run_cli("annotate", raster, "--out", single, "--min-valid", "0").code == 0
         alone = _tiles(single)
         assert alone and set(alone) <= set(both)
         for tid, (_, raster_crs, _shape, probs) in alone.items():
@@ -109,7 +110,7 @@ def test_a_raster_failing_half_way_is_reported_and_the_others_finish(tmp_path, r
     assert res.code == 3, res.err
     failed, done = _result(res.out)["rasters"]
     assert failed["outcome"] == "failed" and "reading pixels" in failed["message"]
-    assert done["outcome"] == "completed" and done["tiles_written"] == 16
+    assert done["outcome"] == "completed" and done["tiles_written"] == SAMPLE_TILES
     assert {v[0] for v in _tiles(tmp_path / "h.gpkg").values()} >= {str(SAMPLE)}
 
 
@@ -199,13 +200,13 @@ def test_two_local_workers_give_the_sequential_store(tmp_path, run_cli):
                   "--json-progress")
     assert seq.code == 0, seq.err
     clustered, sequential = _tiles(tmp_path / "c.gpkg"), _tiles(tmp_path / "s.gpkg")
-    assert clustered.keys() == sequential.keys() and len(clustered) > 40
+    assert clustered.keys() == sequential.keys() and len(clustered) >= 40
     assert max(np.abs(clustered[t][3] - sequential[t][3]).max() for t in sequential) < 1e-5
     for raster, seq in zip(_result(res.out)["rasters"], _result(seq.out)["rasters"]):
         # the workers wrote the attention in pieces, one per block; a VRT joins them
         assert raster["attention"].endswith(".vrt")
         with rasterio.open(raster["attention"]) as got, rasterio.open(seq["attention"]) as want:
-            assert len(got.files) > 3 and got.descriptions == want.descriptions
+            assert len(got.files) >= 3 and got.descriptions == want.descriptions  # VRT + 2+
             assert got.transform == want.transform and got.shape == want.shape
             assert np.abs(got.read() - want.read()).max() <= 2 / 4096  # stored to 1/4096
 

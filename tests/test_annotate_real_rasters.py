@@ -10,7 +10,7 @@ import pytest
 import rasterio
 from shapely.geometry import box
 
-from conftest import DATA, SAMPLE, UCM_LABELS
+from conftest import DATA, SAMPLE, SAMPLE_TILES, UCM_LABELS
 
 
 def _tiles(store):
@@ -47,8 +47,13 @@ def test_default_model_annotates_sample_raster_into_store_covering_it(tmp_path, 
     with rasterio.open(SAMPLE) as src:
         assert tiles.crs == src.crs
         raster_box = box(*src.bounds)
-    assert len(tiles) == result["tiles_written"] > 0
-    assert tiles.union_all().covers(raster_box)
+    assert len(tiles) == result["tiles_written"] == SAMPLE_TILES
+    assert result["tiles_skipped_nodata"] == 1
+    # covered but for the bottom-right corner: 79 px (19.75 m) square, skipped (test below)
+    uncovered = raster_box.difference(tiles.union_all())
+    assert uncovered.bounds == pytest.approx((src.bounds.right - 19.75, src.bounds.bottom,
+                                              src.bounds.right, src.bounds.bottom + 19.75),
+                                             abs=0.01)
     p_cols = [c for c in tiles.columns if c.startswith("p_")]
     assert len(p_cols) == 17
     assert ((tiles[p_cols] >= 0) & (tiles[p_cols] <= 1)).all().all()
@@ -58,6 +63,26 @@ def test_default_model_annotates_sample_raster_into_store_covering_it(tmp_path, 
     stages = [e["stage"] for e in map(json.loads, res.out.splitlines())
               if e["event"] == "progress"]
     assert stages[0] == "loading model" and stages[1:] and set(stages[1:]) == {"predict"}
+
+
+def test_edge_tiles_holding_under_a_quarter_of_real_data_are_skipped_and_counted(
+        tmp_path, run_cli):
+    """Padding makes up the labels of a sliver (benchmarks/partial_tiles.py): the sample's
+    right and bottom tiles hold 26 % of real data and are kept, its corner 7 % and is not,
+    unless --min-valid 0 asks for every tile that holds any."""
+    kept, every = tmp_path / "kept.gpkg", tmp_path / "every.gpkg"
+    assert run_cli("annotate", SAMPLE, "--out", kept, "--no-attention").code == 0
+    res = run_cli("annotate", SAMPLE, "--out", every, "--no-attention", "--min-valid", "0",
+                  "--json-progress")
+    assert res.code == 0, res.err
+    assert _result(res.out)["tiles_written"] == SAMPLE_TILES + 1
+    shares = {(c, r): v for c, r, v in _tiles(every)[["win_col", "win_row", "valid_fraction"]]
+              .itertuples(index=False)}
+    written = {(c, r) for c, r in _tiles(kept)[["win_col", "win_row"]].itertuples(index=False)}
+    assert set(shares) - written == {(921, 921)} and shares[(921, 921)] < 0.1
+    assert min(shares[t] for t in written) > 0.25
+    with sqlite3.connect(kept) as conn:
+        assert conn.execute("SELECT tiles_skipped_nodata FROM runs").fetchone()[0] == 1
 
 
 def test_default_model_labels_the_gorinchem_river_tiles_water(tmp_path, run_cli):
@@ -105,7 +130,8 @@ def test_web_mercator_chip_uses_ground_metres_not_mercator_units(tmp_path, run_c
 
 def test_naip_four_band_raster_uses_its_rgb_bands(tmp_path, run_cli):
     store = tmp_path / "naip.gpkg"
-    res = run_cli("annotate", DATA / "naip_0.6m_milwaukee_airport.tif", "--out", store)
+    res = run_cli("annotate", DATA / "naip_0.6m_milwaukee_airport.tif", "--out", store,
+                  "--min-valid", "0")
     assert res.code == 0, res.err
     tiles = _tiles(store)
     # 175 x 143 px at 0.6 m; 76.8 m tiles are 128 px: 2 x 2 tiles, all but the first padded
@@ -117,7 +143,7 @@ def test_unnamed_uint16_landsat_bands_are_taken_in_order_with_a_warning(
         tmp_path, run_cli, tiny_model_factory):
     model = tiny_model_factory(gsd_m=30.0, tile_px=32)
     res = run_cli("annotate", DATA / "landsat8_itaipu_excerpt.tif", "--out",
-                  tmp_path / "l8.gpkg", "--model", model)
+                  tmp_path / "l8.gpkg", "--model", model, "--min-valid", "0")
     assert res.code == 0, res.err
     assert "assuming bands 1,2,3 are red, green, blue" in res.err
     assert len(_tiles(tmp_path / "l8.gpkg")) == 49  # 200 px / 32 px tiles -> 7 x 7
@@ -171,14 +197,16 @@ def test_edge_tiles_are_padded_and_flagged(tmp_path, run_cli):
     store = tmp_path / "s.gpkg"
     assert run_cli("annotate", SAMPLE, "--out", store, "--no-attention").code == 0
     tiles = _tiles(store)
-    # 1000 px / 307 px tiles: the fourth row and column reach past the raster.
-    assert tiles["edge"].sum() == 7 and (~tiles["edge"].astype(bool)).sum() == 9
+    # 1000 px / 307 px tiles: the fourth row and column reach past the raster (26 % inside;
+    # their corner, 7 % inside, is skipped).
+    assert tiles["edge"].sum() == 6 and (~tiles["edge"].astype(bool)).sum() == 9
     assert (tiles.loc[tiles["edge"] == 1, "valid_fraction"] < 1).all()
 
 
 def test_overlap_makes_more_tiles_and_attention_still_aligns(tmp_path, run_cli):
     store = tmp_path / "o.gpkg"
-    res = run_cli("annotate", SAMPLE, "--out", store, "--overlap", "0.5", "--json-progress")
+    res = run_cli("annotate", SAMPLE, "--out", store, "--overlap", "0.5", "--json-progress",
+                  "--min-valid", "0")
     assert res.code == 0, res.err
     assert len(_tiles(store)) == 49  # stride 154 px: columns at 0, 154, ..., 924 -> 7 x 7
     assert_attention_aligned(_result(res.out)["attention"], SAMPLE)
@@ -194,7 +222,7 @@ def test_reannotating_updates_predictions_and_keeps_corrections(tmp_path, run_cl
         s.add_correction([tid], ["water", "ship"], author="analyst")
     assert run_cli("annotate", SAMPLE, "--out", store, "--no-attention").code == 0
     tiles = _tiles(store)
-    assert len(tiles) == 16  # updated in place, no duplicates
+    assert len(tiles) == SAMPLE_TILES  # updated in place, no duplicates
     row = tiles.set_index("tile_id").loc[tid]
     assert row["status"] == "corrected" and row["final_labels"] == "ship; water"
     with AnnotationStore.open(store) as s:
@@ -232,6 +260,7 @@ def test_every_attention_band_declares_the_one_zero_to_one_scale(tmp_path, run_c
         # bForce=False: what the file declares; nothing is computed from the pixels
         low, high, mean, std = band.GetStatistics(False, False)
         values = band.ReadAsArray()
+        values = values[values != band.GetNoDataValue()]  # the skipped corner holds none
         assert (low, high) == (0.0, 1.0)
         assert mean == pytest.approx(values.mean(), abs=1e-4)
         assert std == pytest.approx(values.std(), abs=1e-4)

@@ -178,7 +178,7 @@ def test_nan_pixels_count_as_nodata_and_no_probability_is_null(run_cli, tmp_path
     result = json.loads(res.out.splitlines()[-1])
     assert result["tiles_written"] == 0 and result["tiles_skipped_nodata"] == 4
     half = np.random.default_rng(0).random((3, 512, 512)).astype(np.float32)
-    half[:, :, :200] = np.nan  # the left tiles keep 56 of 256 columns
+    half[:, :, :150] = np.nan  # the left tiles keep 106 of 256 columns (41 %)
     partial = _float_raster(tmp_path / "half.tif", half)
     assert run_cli("annotate", partial, "--out", tmp_path / "p.gpkg", "--no-attention").code == 0
     with closing(sqlite3.connect(tmp_path / "p.gpkg")) as conn:
@@ -220,6 +220,14 @@ def test_model_json_fields_of_the_wrong_type_are_named(run_cli, tmp_path, field,
 def test_negative_workers_are_refused_before_the_store_is_made(run_cli, tmp_path):
     res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--workers", "-2")
     assert_refused(res, "--workers must be at least 1")
+    assert not (tmp_path / "x.gpkg").exists()
+
+
+@pytest.mark.parametrize("share", ["-0.1", "1.5"])
+def test_a_minimum_share_outside_0_to_1_is_refused_before_the_store_is_made(run_cli, tmp_path,
+                                                                          share):
+    res = run_cli("annotate", SAMPLE, "--out", tmp_path / "x.gpkg", "--min-valid", share)
+    assert_refused(res, "--min-valid is a share of the tile, from 0 to 1")
     assert not (tmp_path / "x.gpkg").exists()
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import DATA, DEFAULT_MODEL, ROOT as REPO, SAMPLE
+from conftest import DATA, DEFAULT_MODEL, ROOT as REPO, SAMPLE, SAMPLE_TILES
 
 from engine.infer.onnx_file import ONNX_FILE, SIDECAR_FILE, trusted_graph
 from engine.infer.runtime import open_predictor
@@ -188,7 +188,7 @@ def test_annotate_on_onnx_and_on_torch_write_the_same_labels(run_cli, tmp_path):
                        if r[1].startswith("p_")]
             stores[runtime] = conn.execute(f"SELECT tile_id, labels, {', '.join(columns)} "
                                            "FROM tiles ORDER BY tile_id").fetchall()
-    assert len(stores["onnx"]) == 16
+    assert len(stores["onnx"]) == SAMPLE_TILES
     assert [r[:2] for r in stores["onnx"]] == [r[:2] for r in stores["torch"]]
     p_onnx = np.array([r[2:] for r in stores["onnx"]])
     p_torch = np.array([r[2:] for r in stores["torch"]])

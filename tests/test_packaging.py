@@ -11,7 +11,7 @@ import zipfile
 
 import pytest
 
-from conftest import ROOT, SAMPLE
+from conftest import ROOT, SAMPLE, SAMPLE_TILES
 
 
 def _wheel(out):
@@ -45,7 +45,7 @@ def test_an_installed_wheel_annotates_from_any_folder_with_its_own_default_model
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout.splitlines()[-1])
-    assert result["event"] == "result" and result["tiles_written"] == 16
+    assert result["event"] == "result" and result["tiles_written"] == SAMPLE_TILES
     assert result["runtime"] == "onnx"  # the packaged graph, trusted as it is
     assert graph.stat().st_mtime_ns == installed_at  # used as shipped, not exported again
     probe = subprocess.run([sys.executable, "-c", "import engine; print(engine.__file__)"],

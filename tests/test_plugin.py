@@ -8,7 +8,7 @@ import zipfile
 
 import pytest
 
-from conftest import DATA, DEFAULT_MODEL, ROOT, SAMPLE, index_reachable
+from conftest import DATA, DEFAULT_MODEL, ROOT, SAMPLE, SAMPLE_TILES, index_reachable
 
 pytest.importorskip("qgis.core")
 from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer, QgsVectorLayer  # noqa: E402
@@ -90,7 +90,7 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
     assert outcome.error is None, outcome.error
     group = find_group("gorinchem")
     tiles = dock.tiles_layer
-    assert tiles.name() == "gorinchem tiles" and tiles.featureCount() == 16
+    assert tiles.name() == "gorinchem tiles" and tiles.featureCount() == SAMPLE_TILES
     assert tiles.crs().authid() == "EPSG:28992"
     assert tiles.renderer().type() == "categorizedSymbol"
     assert {c.value() for c in tiles.renderer().categories()} >= {"water", "buildings", "trees"}
@@ -406,7 +406,7 @@ def test_the_review_queue_walks_unreviewed_tiles_least_confident_first(
                             "ORDER BY fid").fetchall()
     margins = {r[0]: min(abs(p - limits[l]) for p, (l, _) in zip(r[1:], columns)) for r in rows}
     expected = sorted(margins, key=margins.__getitem__)
-    assert review_order(str(store)) == expected and len(expected) == 16
+    assert review_order(str(store)) == expected and len(expected) == SAMPLE_TILES
     visited = []
     for _ in range(3):
         dock.step_review(1)
@@ -437,7 +437,7 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     dock.export(str(tmp_path / "export.gpkg"))
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
     exported = QgsVectorLayer(f"{tmp_path / 'export.gpkg'}|layername=labelled_tiles", "e", "ogr")
-    assert exported.featureCount() == 16
+    assert exported.featureCount() == SAMPLE_TILES
     del exported
     # each job reports in its own section: the annotate section keeps its own result
     assert "Exported 16 tiles" in dock.train_status.text()
@@ -476,7 +476,7 @@ def test_processing_algorithms_run(tmp_path, provider):
     store = tmp_path / "p.gpkg"
     result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store),
                                                    "BANDS": "1, 2, 3", "TTA": 1})
-    assert result["TILES"] == 16
+    assert result["TILES"] == SAMPLE_TILES
     with sqlite3.connect(store) as conn:
         params = json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])
     assert params["bands"] == [1, 2, 3] and params["tta"] == "flips"
@@ -486,7 +486,7 @@ def test_processing_algorithms_run(tmp_path, provider):
     with AnnotationStore.open(store) as s:
         s.add_correction(ids, None, status="verified")
     out = tmp_path / "x.gpkg"
-    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == 16
+    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == SAMPLE_TILES
     model = tmp_path / "m"
     result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
                                                   "OUTPUT": str(model)})
@@ -522,7 +522,7 @@ def test_processing_annotate_defaults_beside_the_raster_and_loads_styled_tiles(
     result = processing.runAndLoadResults("tilelabel:annotate", {"RASTER": str(raster)})
     assert result["STORE"] == str(tmp_path / "scene_tilelabel.gpkg")
     layers = QgsProject.instance().mapLayersByName("scene_tilelabel tiles")
-    assert len(layers) == 1 and layers[0].featureCount() == 16
+    assert len(layers) == 1 and layers[0].featureCount() == SAMPLE_TILES
     assert layers[0].renderer().type() == "categorizedSymbol"  # styled as in the panel
     QgsProject.instance().removeAllMapLayers()
 
@@ -614,7 +614,7 @@ def test_from_the_zip_alone_the_installer_gets_an_engine_that_annotates_through_
         panel.engine_python = dialog.engine_python
         outcome = _annotate(panel, qtbot, sample_layer, tmp_path / "zip.gpkg")
         assert outcome.error is None, outcome.error
-        assert panel.tiles_layer.featureCount() == 16
+        assert panel.tiles_layer.featureCount() == SAMPLE_TILES
         panel.disconnect_project()
     finally:
         saved.save()

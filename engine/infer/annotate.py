@@ -29,7 +29,7 @@ from engine.band_groups import band_groups, check_groups
 from engine.data.bands import match_bands
 from engine.data.raster import RasterInfo, open_raster, pixel_scaling
 from engine.data.tiling import Tile, TileGrid, check_resolution, extent_window, tile_grid
-from engine.defaults import DEFAULT_MODEL
+from engine.defaults import DEFAULT_MODEL, MIN_VALID_FRACTION
 from engine.errors import JobInterrupted, RasterError, StoreError
 from engine.infer.attention_writer import AttentionFrame, AttentionWriter, write_failed
 from engine.infer.multires import (BandSource, GroupedTileReader, folder_sources,
@@ -75,6 +75,7 @@ class AnnotateOptions:
     tta: str = "none"           # none | flips | dihedral (engine.infer.tta)
     threads: int | None = None  # ONNX Runtime compute threads; None: one per CPU core
     block_tiles: int = 256      # with a Dask cluster: tiles per task (engine/infer/cluster.py)
+    min_valid: float = MIN_VALID_FRACTION  # skip tiles holding a smaller share of real data
 
 
 @dataclass
@@ -223,6 +224,9 @@ def check_options(opts: AnnotateOptions) -> None:
     if opts.workers is not None and opts.workers < 1:
         raise StoreError(f"--workers must be at least 1 (got {opts.workers})")
     check_tta(opts.tta)
+    if not 0.0 <= opts.min_valid <= 1.0:
+        raise StoreError(f"--min-valid is a share of the tile, from 0 to 1 (got "
+                         f"{opts.min_valid}); 0 predicts every tile that holds any data")
 
 
 def open_job_predictor(opts: AnnotateOptions, reporter: Reporter) -> TilePredictor:
@@ -362,13 +366,13 @@ class TileCommits:
 def local_predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor: TilePredictor,
                       tiles: Iterable[Tile] | None = None) -> Iterator[Prediction]:
     """Read ``tiles`` (default: the whole grid) in batches, threads reading ahead, and
-    predict the ones holding data, in grid order."""
+    predict the ones holding at least ``opts.min_valid`` of real data, in grid order."""
     reader = _reader(opts, plan)
     try:
         workers = opts.workers or (4 if predictor.device_type == "cuda" else 1)
         for batch in prefetched_batches(reader, iter(plan.grid if tiles is None else tiles),
                                         opts.batch_size, workers, opts.prefetch):
-            keep = np.nonzero(batch.valid_fraction > 0)[0]
+            keep = np.nonzero(held_enough(batch.valid_fraction, opts.min_valid))[0]
             probs, att, labels = np.zeros((0, len(plan.spec.labels)), np.float32), None, []
             if len(keep):
                 probs, att = predictor(batch.take(keep))
@@ -377,6 +381,11 @@ def local_predictions(opts: AnnotateOptions, plan: AnnotatePlan, predictor: Tile
                              labels, att, len(batch.tiles))
     finally:
         reader.close()
+
+
+def held_enough(valid_fraction: np.ndarray, min_valid: float) -> np.ndarray:
+    """Which tiles hold enough real data to predict: some, and at least ``min_valid``."""
+    return (valid_fraction > 0) & (valid_fraction >= min_valid)
 
 
 class TileRecords:
