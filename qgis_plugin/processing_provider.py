@@ -107,6 +107,9 @@ class _Algorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterEnum(
             "TTA", "Test-time augmentation (4 flips: 4x time; 8 flips and turns: 8x)",
             ["None", "4 flips", "8 flips and turns"], defaultValue=0, optional=True))
+        self.addParameter(QgsProcessingParameterNumber(  # the engine's MIN_VALID_FRACTION
+            "MIN_VALID", "Skip tiles holding less than this share of real data",
+            QgsProcessingParameterNumber.Double, 0.25, True, 0.0, 1.0))
 
     def _model_arguments(self, parameters, context) -> list[str]:
         """The engine flags of :meth:`_add_model_parameters`' values."""
@@ -120,6 +123,8 @@ class _Algorithm(QgsProcessingAlgorithm):
         tta = TTA_MODES[self.parameterAsEnum(parameters, "TTA", context)]
         if tta != "none":
             args += ["--tta", tta]
+        if parameters.get("MIN_VALID") is not None:
+            args += ["--min-valid", repr(self.parameterAsDouble(parameters, "MIN_VALID", context))]
         bands = self.parameterAsString(parameters, "BANDS", context).replace(" ", "")
         return args + (["--bands", bands] if bands else [])
 
@@ -136,6 +141,10 @@ class AnnotateRaster(_Algorithm):
                 "<b>Allow a resolution far from the model's</b>: annotate even when the "
                 "raster's pixel size is far from the one the model was trained at (the "
                 "labels are then less reliable).<br>"
+                "<b>Skip tiles holding less than this share of real data</b>: tiles at the "
+                "raster's right and bottom edges (or in its nodata) holding less real data "
+                "than this are skipped, as the padding would make up their labels; 0 keeps "
+                "every tile that holds any.<br>"
                 "<b>Annotation store</b>: empty: &lt;raster&gt;_tilelabel.gpkg beside the "
                 "raster; an existing store is updated.")
 

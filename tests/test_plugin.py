@@ -475,18 +475,20 @@ def test_processing_algorithms_run(tmp_path, provider):
 
     store = tmp_path / "p.gpkg"
     result = processing.run("tilelabel:annotate", {"RASTER": str(SAMPLE), "STORE": str(store),
-                                                   "BANDS": "1, 2, 3", "TTA": 1})
-    assert result["TILES"] == SAMPLE_TILES
+                                                   "BANDS": "1, 2, 3", "TTA": 1,
+                                                   "MIN_VALID": 0.0})
+    assert result["TILES"] == SAMPLE_TILES + 1  # the corner sliver too
     with sqlite3.connect(store) as conn:
         params = json.loads(conn.execute("SELECT parameters FROM runs").fetchone()[0])
     assert params["bands"] == [1, 2, 3] and params["tta"] == "flips"
+    assert params["min_valid"] == 0.0
     with sqlite3.connect(store) as conn:
         ids = [r[0] for r in conn.execute("SELECT tile_id FROM tiles")]
     from engine.store import AnnotationStore
     with AnnotationStore.open(store) as s:
         s.add_correction(ids, None, status="verified")
     out = tmp_path / "x.gpkg"
-    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == SAMPLE_TILES
+    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == SAMPLE_TILES + 1
     model = tmp_path / "m"
     result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
                                                   "OUTPUT": str(model)})
