@@ -110,7 +110,7 @@ def test_annotate_through_the_panel_adds_styled_layers(tmp_path, qtbot, sample_l
         items = node.layer().renderer().shader().rasterShaderFunction().colorRampItemList()
         assert max(i.color.alpha() for i in items) <= 130
         assert all(i.color.alpha() == 0 for i in items if i.value <= 0.2)
-    assert "Annotated 16 tiles" in dock.status.text()
+    assert f"Annotated {SAMPLE_TILES} tiles" in dock.status.text()
     assert not any(n.layer() in _combo_layers(dock.raster_combo) for n in nodes)
 
     dock.last_outcome = None  # a second click while the job runs starts nothing
@@ -419,7 +419,7 @@ def test_the_review_queue_walks_unreviewed_tiles_least_confident_first(
     dock.mark_verified()  # V on the tile under review: it leaves the queue
     qtbot.waitUntil(lambda: dock.last_outcome is not None, timeout=TIMEOUT_MS)
     assert expected[1] not in review_order(str(store))
-    assert "15 predicted, 0 corrected, 1 verified" in dock.counts.text()
+    assert f"{SAMPLE_TILES - 1} predicted, 0 corrected, 1 verified" in dock.counts.text()
     probabilities = [float(dock.label_list.item(i).text().split()[1])
                      for i in range(dock.label_list.count())]
     assert probabilities == sorted(probabilities, reverse=True)  # most probable first
@@ -440,9 +440,9 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     assert exported.featureCount() == SAMPLE_TILES
     del exported
     # each job reports in its own section: the annotate section keeps its own result
-    assert "Exported 16 tiles" in dock.train_status.text()
-    assert "Annotated 16 tiles" in dock.status.text()
-    assert "16 tile(s) verified" in dock.review_status.text()
+    assert f"Exported {SAMPLE_TILES} tiles" in dock.train_status.text()
+    assert f"Annotated {SAMPLE_TILES} tiles" in dock.status.text()
+    assert f"{SAMPLE_TILES} tile(s) verified" in dock.review_status.text()
 
     dock.epochs_spin.setValue(1)
     dock.last_outcome = None
@@ -452,7 +452,7 @@ def test_export_and_retrain_from_the_panel(tmp_path, qtbot, sample_layer, dock):
     new_model = dock.last_outcome.result["model"]
     assert dock.model_combo.currentData() == new_model
     assert "New model" in dock.train_status.text() and dock.train_progress.value() == 100
-    assert "Annotated 16 tiles" in dock.status.text()
+    assert f"Annotated {SAMPLE_TILES} tiles" in dock.status.text()
     spec = json.loads(open(f"{new_model}/model.json").read())
     assert spec["parent"] == json.loads((DEFAULT_MODEL / "model.json").read_text())["model_id"]
     assert _annotate(dock, qtbot, sample_layer, tmp_path / "again.gpkg").error is None
@@ -505,12 +505,12 @@ def test_processing_annotates_several_rasters_into_one_store(tmp_path, provider,
     store = tmp_path / "region.gpkg"
     result = processing.runAndLoadResults("tilelabel:annotate_many", {
         "RASTERS": [good, us, coarse], "STORE": str(store)})
-    assert result["TILES"] == 20 and result["FAILED"] == 1  # 16 + 4; the 30 m one refused
+    assert result["TILES"] == SAMPLE_TILES + 1 and result["FAILED"] == 1  # the 30 m one refused
     with sqlite3.connect(store) as conn:
         crss = dict(conn.execute("SELECT raster_crs, COUNT(*) FROM tiles GROUP BY raster_crs"))
-    assert crss == {"EPSG:28992": 16, "EPSG:3857": 4}
+    assert crss == {"EPSG:28992": SAMPLE_TILES, "EPSG:3857": 1}  # the US chip's slivers skipped
     layers = QgsProject.instance().mapLayersByName("region tiles")
-    assert len(layers) == 1 and layers[0].featureCount() == 20
+    assert len(layers) == 1 and layers[0].featureCount() == SAMPLE_TILES + 1
     QgsProject.instance().removeAllMapLayers()
 
 
