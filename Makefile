@@ -39,6 +39,9 @@ benchmarks: setup
 	$(PY) benchmarks/annotate_memory.py
 	$(PY) benchmarks/sentinel2_scene.py
 	$(PY) benchmarks/default_model_accuracy.py
+	$(PY) benchmarks/river_tiles.py
+	$(PY) benchmarks/hro_chips.py
+	$(PY) benchmarks/partial_tiles.py
 	$(PY) benchmarks/train_throughput.py
 	$(PY) benchmarks/annotate_cluster.py
 
