@@ -124,8 +124,8 @@ def _annotate_many(rasters: list[str], opts, store_crs: str | None, cluster: str
 
 def _annotate_summary(r: dict) -> str:
     lines = [f"annotated {r['tiles_written']} tiles ({r['tiles_skipped_nodata']} tiles of no "
-             f"or too little data skipped) in {r['seconds']} s with model {r['model_id']} on {r['runtime']} "
-             f"({r['device']})",
+             f"or too little data skipped) in {r['seconds']} s with model {r['model_id']} "
+             f"on {r['runtime']} ({r['device']})",
              f"  store:     {r['store']}  (layer 'tiles', CRS {r['crs']})"]
     if r["attention"]:
         lines.append(f"  attention: {r['attention']}  (one band per label)")

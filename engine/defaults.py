@@ -1,5 +1,6 @@
-"""Where the engine finds what it ships with, and defaults the CLI parser shows. Imports nothing heavy, so that the CLI
-parser (and store commands such as ``tilelabel correct``) start without PyTorch.
+"""Where the engine finds what it ships with, and the defaults the CLI parser shows.
+Imports nothing heavy, so that the CLI parser (and store commands such as ``tilelabel
+correct``) start without PyTorch.
 
 The default model is package data (``engine/resources/models/default``): found through
 importlib.resources, so an installed engine works from any directory.

@@ -275,8 +275,9 @@ class TileLabelDock(PanelJobs, PanelReview, PanelTraining, QDockWidget):
             [l for l in QgsProject.instance().mapLayers().values()
              if l.name().startswith("attention: ")])
         self.iface.setActiveLayer(self.tiles_layer)
-        self.status.setText(tr("Annotated {} tiles ({} with no or too little data skipped) in {} s.").format(
-            result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
+        self.status.setText(
+            tr("Annotated {} tiles ({} with no or too little data skipped) in {} s.").format(
+                result["tiles_written"], result["tiles_skipped_nodata"], result["seconds"]))
         self._review_history = []
         self.update_counts()
         self.refresh_models(select=self.model_combo.currentData())

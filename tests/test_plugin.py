@@ -488,7 +488,8 @@ def test_processing_algorithms_run(tmp_path, provider):
     with AnnotationStore.open(store) as s:
         s.add_correction(ids, None, status="verified")
     out = tmp_path / "x.gpkg"
-    assert processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})["TILES"] == SAMPLE_TILES + 1
+    exported = processing.run("tilelabel:export", {"STORE": str(store), "OUTPUT": str(out)})
+    assert exported["TILES"] == SAMPLE_TILES + 1
     model = tmp_path / "m"
     result = processing.run("tilelabel:retrain", {"STORE": str(store), "EPOCHS": 1,
                                                   "OUTPUT": str(model)})
