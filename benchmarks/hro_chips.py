@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from annotated_tiles import annotated, models_argument, name
 
 ROOT = Path(__file__).resolve().parents[1]
 CHIPS = ROOT.parent / "shared" / "data" / "aerial-hro"
@@ -27,15 +26,7 @@ REFERENCE = Path(__file__).with_suffix(".json")
 
 def whole_tile_labels(model: Path | None, chip: Path, store: Path) -> set[str]:
     """The labels annotate gives the chip's whole tile (window origin 0, 0)."""
-    cmd = [sys.executable, "-m", "engine.cli", "annotate", str(chip), "--out", str(store),
-           "--no-attention"] + (["--model", str(model)] if model else [])
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"annotate failed on {chip.name}:\n{done.stderr}")
-    with sqlite3.connect(store) as db:
-        labels, = db.execute("SELECT labels FROM tiles WHERE win_col = 0 AND win_row = 0"
-                             ).fetchone()
-    return set(filter(None, (labels or "").split("; ")))
+    return annotated(chip, model, store)[(0, 0)][1]
 
 
 def report(name: str, said: dict[str, set[str]], chips: dict) -> None:
@@ -57,15 +48,14 @@ def report(name: str, said: dict[str, set[str]], chips: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", type=Path, help="model directories (default: the "
-                    "shipped default model)")
+    models_argument(ap)
     args = ap.parse_args()
     chips = json.loads(REFERENCE.read_text())["chips"]
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models or [None]):
             said = {chip: whole_tile_labels(model, CHIPS / f"{chip}.tif",
                                             Path(tmp) / f"{i}-{chip}.gpkg") for chip in chips}
-            report(str(model) if model else "the default model", said, chips)
+            report(name(model), said, chips)
 
 
 if __name__ == "__main__":

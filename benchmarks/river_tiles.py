@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sqlite3
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
+
+from annotated_tiles import annotated, models_argument, name
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
@@ -28,21 +27,9 @@ REFERENCE = SAMPLE.with_suffix(".river.json")
 KINDS = ("mostly_river", "partly_river", "dry")
 
 
-def annotate(model: Path | None, out: Path) -> dict[tuple[int, int], tuple[float, bool]]:
-    """(col, row) -> (p_water, labelled water) for each tile of the sample."""
-    cmd = [sys.executable, "-m", "engine.cli", "annotate", str(SAMPLE), "--out", str(out),
-           "--no-attention"] + (["--model", str(model)] if model else [])
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode:
-        sys.exit(f"annotate failed for {model or 'the default model'}:\n{done.stderr}")
-    with sqlite3.connect(out) as db:
-        rows = db.execute("SELECT win_col, win_row, p_water, labels FROM tiles").fetchall()
-    return {(c, r): (p, "water" in (labels or "").split("; ")) for c, r, p, labels in rows}
-
-
-def report(name: str, tiles: dict[tuple[int, int], tuple[float, bool]], ref: dict) -> None:
+def report(name: str, tiles: dict[tuple[int, int], tuple[float, set[str]]], ref: dict) -> None:
     mostly = [tuple(t) for t in ref["mostly_river"]]
-    counts = {k: sum(tiles[tuple(t)][1] for t in ref[k]) for k in KINDS}
+    counts = {k: sum("water" in tiles[tuple(t)][1] for t in ref[k]) for k in KINDS}
     print(f"{name}\n  p(water) on the mostly-river tiles: "
           + " ".join(f"{tiles[t][0]:.2f}" for t in mostly))
     print(f"  labelled water: mostly river {counts['mostly_river']}/{len(mostly)}, partly "
@@ -52,14 +39,12 @@ def report(name: str, tiles: dict[tuple[int, int], tuple[float, bool]], ref: dic
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("models", nargs="*", type=Path, help="model directories (default: the "
-                    "shipped default model)")
+    models_argument(ap)
     args = ap.parse_args()
     ref = json.loads(REFERENCE.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models or [None]):
-            tiles = annotate(model, Path(tmp) / f"{i}.gpkg")
-            report(str(model) if model else "the default model", tiles, ref)
+            report(name(model), annotated(SAMPLE, model, Path(tmp) / f"{i}.gpkg"), ref)
 
 
 if __name__ == "__main__":
