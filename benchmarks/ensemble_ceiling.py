@@ -16,12 +16,14 @@ Usage: python benchmarks/ensemble_ceiling.py MODEL_DIR [MODEL_DIR ...]
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import numpy as np
 
 from engine.data.datasets import open_dataset
 from engine.metrics import calibrate_thresholds, multilabel_metrics
+from engine.models.spec import read_spec
 from score_cache import UCM, split_scores
 
 CONFIDENT = 0.8        # an ensemble probability this far from the annotation is "confident"
@@ -48,6 +50,15 @@ def confident_errors(test: np.ndarray, test_t: np.ndarray, labels: list[str]
     for i, c in zip(*np.nonzero((test <= 1 - CONFIDENT) & (test_t == 1))):
         found.append((int(i), labels[c], "FN", float(test[i, c])))
     return sorted(found)
+
+
+def common_split_seed(models: list[Path]) -> int:
+    """The split seed every model was trained with: averaging models of different splits
+    would mix their test images."""
+    seeds = {read_spec(m).training.get("split_seed", 0) for m in models}
+    if len(seeds) > 1:
+        sys.exit(f"the models were trained on different splits (split seeds {sorted(seeds)})")
+    return seeds.pop()
 
 
 def draw_sheet(errors: list, sources: list[str], names: list[str], path: Path) -> None:
@@ -85,6 +96,7 @@ def main() -> None:
     print(row(f"**mean of the {len(scored)}**", ens))
 
     dataset = open_dataset(args.dataset)
+    split_seed = common_split_seed(args.models)
     pred = test >= thresholds
     fp, fn = pred & (test_t == 0), ~pred & (test_t == 1)
     print(f"\nThe ensemble's test errors: {int(fp.sum())} false, {int(fn.sum())} missed labels "
@@ -93,7 +105,7 @@ def main() -> None:
         if fp[:, c].sum() + fn[:, c].sum():
             print(f"  {dataset.labels[c]:12s} {int(test_t[:, c].sum()):4d} annotated, "
                   f"{int(fp[:, c].sum()):3d} false, {int(fn[:, c].sum()):3d} missed")
-    samples = dataset.split("test", 0)
+    samples = dataset.split("test", split_seed)
     names = [s.name for s in samples]
     errors = confident_errors(test, test_t, dataset.labels)
     print(f"\nConfidently wrong (p >= {CONFIDENT} absent or <= {1 - CONFIDENT:.1f} present): "
