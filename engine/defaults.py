@@ -13,9 +13,10 @@ from pathlib import Path
 DEFAULT_MODEL = Path(str(files("engine.resources") / "models" / "default"))
 
 # A tile that reaches past the raster's edge (or into its nodata) is padded with the
-# model's mean. Below a quarter of real data what the model says there is mostly made up
-# by the padding: on UC Merced test tiles cut to their left share, precision against the
-# whole image's labels is 0.894 whole, 0.892 at a half, 0.812 at a quarter, 0.683 at a
-# tenth and 0.336 at a twentieth (benchmarks/partial_tiles.py, docs/benchmarks.md).
+# model's mean. Below a quarter of real data more and more of what the model says there
+# is made up by the padding: on UC Merced test tiles cut to their left share, precision
+# against the whole image's labels is 0.894 whole, 0.892 at a half, 0.812 at a quarter,
+# 0.683 at a tenth and 0.336 at a twentieth (benchmarks/partial_tiles.py,
+# docs/benchmarks.md).
 # Such slivers are skipped and counted with the nodata tiles.
 MIN_VALID_FRACTION = 0.25
