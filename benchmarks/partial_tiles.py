@@ -24,15 +24,14 @@ from torch.utils.data import DataLoader
 
 from engine.band_groups import band_groups
 from engine.data.datasets import open_dataset
+from engine.defaults import DEFAULT_MODEL
 from engine.device import resolve_device
 from engine.infer.predictor import Predictor
 from engine.metrics import multilabel_metrics
 from engine.models.modelfile import load_model
 from engine.train.loader import TrainingView
+from score_cache import UCM
 
-ROOT = Path(__file__).resolve().parents[1]
-UCM = f"ucmerced:{ROOT.parent / 'shared' / 'data' / 'ucmerced-ml'}"
-DEFAULT = ROOT / "engine" / "resources" / "models" / "default"
 SHARES = (1.0, 0.75, 0.5, 0.35, 0.25, 0.15, 0.10, 0.05, 0.02)
 
 
@@ -46,7 +45,7 @@ def kept_left(x: torch.Tensor, share: float) -> torch.Tensor:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", nargs="?", type=Path, default=DEFAULT)
+    ap.add_argument("model", nargs="?", type=Path, default=DEFAULT_MODEL)
     ap.add_argument("--dataset", default=UCM)
     args = ap.parse_args()
     model, spec = load_model(args.model)
