@@ -43,6 +43,16 @@ def test_default_model_card_states_its_figures_beyond_uc_merced_and_with_tta():
     assert f"| test_tta_flips | {flips['OF1']:.3f} | {flips['CF1']:.3f} |" in card
 
 
+def test_the_shipped_model_card_is_the_one_the_builder_writes():
+    """The card is written from model.json by engine/train/default_model.py: a limit found
+    later goes into the builder and the card is written again, never edited by hand."""
+    from engine.train.default_model import model_card
+
+    card = (DEFAULT_MODEL / "README.md").read_text()
+    assert card == model_card(read_spec(DEFAULT_MODEL))
+    assert "Dark, still water reads as grass" in card
+
+
 def test_model_directory_never_holds_a_pickle():
     """Weights (safetensors), description (JSON), the ONNX graph (a protobuf of operators,
     no code) and its sidecar: nothing that can run code when loaded."""
