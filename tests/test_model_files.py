@@ -50,7 +50,7 @@ def test_the_shipped_model_card_is_the_one_the_builder_writes():
 
     card = (DEFAULT_MODEL / "README.md").read_text()
     assert card == model_card(read_spec(DEFAULT_MODEL))
-    assert "Dark, still water reads as grass" in card
+    assert "Dark, still water (a pond, a calm river" in card
 
 
 def test_model_directory_never_holds_a_pickle():

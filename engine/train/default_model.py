@@ -158,13 +158,14 @@ ARCH_CARD = {
         "by the label's probability (docs/models.md)",
         " Against the gap-linear default it replaced (same recipe), its attention points at\n"
         "the labelled objects of NWPU VHR-10 far more often, but it recalls small objects\n"
-        "(cars, ships) on that imagery less often. Dark, still water reads as grass: a "
-        "golf-course\npond in USGS orthoimagery gets water p 0.13 (grass 1.00), and the two "
-        "calm river tiles\nof the Gorinchem sample pass the water threshold (0.50) only "
-        "at p 0.56 and 0.52\n(`benchmarks/hro_chips.py`, `benchmarks/river_tiles.py`). "
-        "Small courts (a backyard\nbasketball court, courts on a roof) are missed. Tiles "
-        "holding under a quarter of real\ndata are not annotated (`--min-valid`): below that "
-        "share the padding makes up labels."),
+        "(cars, ships) on that imagery less often. Dark, still water (a pond, a calm river "
+        "beside\nbuildings) can read as grass: measured on 2026-12-06, this recipe's model "
+        "missed a\ngolf-course pond in USGS orthoimagery and labelled the two calm river "
+        "tiles of the\nGorinchem sample water only just above its threshold "
+        "(`benchmarks/hro_chips.py` and\n`benchmarks/river_tiles.py` measure any model; "
+        "docs/benchmarks.md has the figures).\nSmall courts (a backyard basketball court, "
+        "courts on a roof) were missed. Tiles holding\nunder a quarter of real data are not "
+        "annotated (`--min-valid`): below that share the\npadding makes up labels."),
 }
 
 
