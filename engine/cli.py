@@ -196,7 +196,8 @@ def cmd_models_info(args: argparse.Namespace, reporter: Reporter) -> int:
 _TRAIN_FLAGS = {"arch": "arch", "backbone": "backbone", "epochs": "epochs",
                 "batch_size": "batch_size", "image_size": "image_px", "lr": "lr",
                 "weight_decay": "weight_decay", "schedule": "schedule",
-                "grad_clip": "grad_clip", "loss": "loss", "patience": "patience",
+                "grad_clip": "grad_clip", "weight_average": "weight_average",
+                "loss": "loss", "patience": "patience",
                 "seed": "seed", "split_seed": "split_seed", "device": "device",
                 "workers": "workers",
                 "model_id": "model_id"}
@@ -463,6 +464,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="default cosine")
     t.add_argument("--grad-clip", type=float, default=hp,
                    help="max gradient norm (0: off; default 5)")
+    t.add_argument("--weight-average", type=float, default=hp, metavar="DECAY",
+                   help="keep an exponential moving average of the weights with this decay "
+                   "(e.g. 0.998) and validate, keep and calibrate it (default 0: off)")
     t.add_argument("--loss", default=hp,
                    choices=("bce", "weighted-bce", "imbalance-bce", "asl"), help="default bce")
     t.add_argument("--patience", type=int, default=hp, help="early stopping: epochs without "

@@ -157,7 +157,8 @@ def test_bigearthnet_v2_trains_on_twelve_bands(tmp_path, run_cli):
 
 
 def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
-    args = ["train", "--dataset", UCM, "--epochs", "2", *SMALL]
+    # with a weight average, so the checkpoint must carry the average as well as the weights
+    args = ["train", "--dataset", UCM, "--epochs", "2", *SMALL, "--weight-average", "0.9"]
     straight = _cli(*args, "--out", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--out",

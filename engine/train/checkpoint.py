@@ -1,7 +1,9 @@
 """Training checkpoints without pickles: ``state.safetensors`` + ``state.json``.
 
 The tensors file holds the model weights (``model.*``), the best weights so far
-(``best.*``) and the optimizer's per-parameter state (``optim.<index>.<name>``); the JSON
+(``best.*``), the running weight average when the run keeps one (``average.*``,
+engine.train.weight_average) and the optimizer's per-parameter state
+(``optim.<index>.<name>``); the JSON
 holds the epoch, the optimizer's parameter groups, the early-stopping state and the
 history. Augmentation and shuffling are seeded from (seed, epoch), so resuming from a
 checkpoint continues exactly as an uninterrupted run would.
@@ -23,10 +25,13 @@ TENSORS, STATE = "state.safetensors", "state.json"
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, best: dict[str, torch.Tensor],
-                    optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+                    optimizer: torch.optim.Optimizer, state: dict[str, Any],
+                    average: dict[str, torch.Tensor] | None = None) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"best.{k}": v.detach().cpu().contiguous() for k, v in best.items()})
+    tensors.update({f"average.{k}": v.detach().cpu().contiguous()
+                    for k, v in (average or {}).items()})
     opt = optimizer.state_dict()
     for index, values in opt["state"].items():
         for name, value in values.items():
@@ -40,8 +45,10 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, best: dict[str, torch.
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Restore model and optimizer; returns (state, best weights)."""
+                    optimizer: torch.optim.Optimizer
+                    ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Restore model and optimizer; returns (state, best weights, weight average: empty
+    when the run keeps none)."""
     if not (folder / STATE).is_file() or not (folder / TENSORS).is_file():
         raise TileLabelError(f"no checkpoint to resume in {folder}")
     try:
@@ -54,10 +61,11 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
                              "with --overwrite instead of --resume") from exc
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
+    average = {k[8:]: v for k, v in tensors.items() if k.startswith("average.")}
     opt_state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optim."):
             _, index, name = key.split(".", 2)
             opt_state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
-    return state, best
+    return state, best, average

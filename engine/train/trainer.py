@@ -19,6 +19,9 @@ Batches are one tensor, or a dict of tensors for multi-resolution models (K-Bran
 Weakly labelled datasets (engine.data.boxes) may follow the first dataset: their
 targets are aligned to its labels with NaN for "not known", the loss skips those
 entries, and the label graph and label frequencies come from completely labelled tiles.
+With ``weight_average`` > 0 an exponential moving average of the weights
+(engine.train.weight_average) is what each epoch validates and what the run keeps and
+calibrates; it restarts at each training stage and after ``prepare_from_data``.
 A checkpoint is written after every epoch (``<out>/checkpoint``); ``resume=True``
 continues from it exactly.
 A refit (engine.train.refit) trains on the train and validation splits together, stops
@@ -58,6 +61,7 @@ from engine.train.distributed import (DistContext, broadcast_state, gather, init
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
 from engine.train.losses import build_loss
+from engine.train.weight_average import WeightAverage
 
 if TYPE_CHECKING:
     from engine.train.refit import DevRefit
@@ -84,6 +88,7 @@ class TrainConfig:
     step_every: int = 10
     step_gamma: float = 0.1
     grad_clip: float = 5.0
+    weight_average: float = 0.0       # decay of a moving average of the weights (0: off)
     loss: str = "bce"
     patience: int = 5
     seed: int = 0                     # the new layers' weights, shuffling, augmentation
@@ -301,9 +306,12 @@ class Trainer:
         state: dict[str, Any] = {"epoch": -1, "best_map": -1.0, "best_epoch": -1,
                                  "stale": 0, "history": [], "images_seen": 0, "train_seconds": 0.0}
         best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        average = WeightAverage(model, cfg.weight_average) if cfg.weight_average else None
         if self.resume:
-            state, best = load_checkpoint(ckpt, model, optimizer)
+            state, best, averaged = load_checkpoint(ckpt, model, optimizer)
             scaler.load_state_dict(state.pop("amp_scaler", None) or scaler.state_dict())
+            if average is not None:
+                average.restore(averaged, state.pop("average_updates", 0))
             if main:
                 self.reporter.log(f"resuming after epoch {state['epoch'] + 1} from {ckpt}")
         steps_per_epoch = math.ceil(len(train_view) / (cfg.batch_size * self.ctx.world_size))
@@ -319,6 +327,9 @@ class Trainer:
             torch.manual_seed(cfg.seed * 104_729 + epoch)
             train_view.epoch = epoch
             start, length, last_stage = stage_of(model, epoch, cfg.epochs)
+            if average is not None and (epoch == start or
+                                        epoch == preparation_epoch(model, cfg.epochs)):
+                average.restart(model)  # never average the weights of two stages
             epoch_factor = learning_rate_factor(cfg, epoch - start, length)
             model.train()
             if cfg.freeze_backbone and hasattr(model, "backbone"):
@@ -346,13 +357,17 @@ class Trainer:
                     nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
                 scaler.step(optimizer)
                 scaler.update()
+                if average is not None:
+                    average.update(model)
                 losses.append(float(loss.detach()))
                 state["images_seen"] += batch_len(x) * self.ctx.world_size
                 if main:
                     self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
                                            last * steps_per_epoch)
             state["train_seconds"] += time.perf_counter() - t0
-            metrics = self.validate(net, val_view) if self.val_items else None
+            with average.applied(model) if average is not None else nullcontext():
+                metrics = self.validate(net, val_view) if self.val_items else None
+                kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
             entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                      **{k: (metrics or {}).get(k) for k in METRIC_KEYS},
                      "lr": optimizer.param_groups[0]["lr"]}
@@ -364,18 +379,20 @@ class Trainer:
                 # Nothing to choose by (no validation images, or none with a label) and no
                 # earlier figure: keep the latest epoch.
                 state.update(best_epoch=epoch)
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = kept
             elif not no_figure and metrics["mAP_macro"] > state["best_map"]:
                 state.update(best_map=metrics["mAP_macro"], best_epoch=epoch, stale=0,
                              best_metrics={k: metrics[k] for k in METRIC_KEYS},
                              best_per_class=metrics["per_class"])
-                best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                best = kept
             else:
                 state["stale"] += 1
             state["epoch"] = epoch
             if main:
                 save_checkpoint(ckpt, model, best, optimizer,
-                                {**state, "amp_scaler": scaler.state_dict()})
+                                {**state, "amp_scaler": scaler.state_dict(),
+                                 "average_updates": average.updates if average else 0},
+                                average.tensors() if average is not None else None)
                 figures = (f"  val mAP {metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  "
                            f"CF1 {metrics['CF1']:.3f}" if metrics else "")
                 self.reporter.log(
