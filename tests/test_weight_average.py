@@ -21,6 +21,15 @@ def _set(model: nn.Linear, value: float) -> None:
         model.bias.fill_(value)
 
 
+def _averaged_then_moved(decay: float, start: float, now: float) -> tuple[nn.Linear, WeightAverage]:
+    """A model whose average began at ``start`` and whose weights are now ``now``."""
+    model = nn.Linear(2, 1)
+    _set(model, start)
+    average = WeightAverage(model, decay)
+    _set(model, now)
+    return model, average
+
+
 def test_the_average_follows_the_weights_with_a_warm_up_of_its_decay():
     model = nn.Linear(2, 1)
     _set(model, 0.0)
@@ -36,10 +45,7 @@ def test_the_average_follows_the_weights_with_a_warm_up_of_its_decay():
 
 
 def test_the_averaged_weights_apply_inside_the_block_only():
-    model = nn.Linear(2, 1)
-    _set(model, 1.0)
-    average = WeightAverage(model, decay=0.5)
-    _set(model, 3.0)
+    model, average = _averaged_then_moved(0.5, start=1.0, now=3.0)
     average.update(model)
     with average.applied(model):
         inside = float(model.bias.detach())
@@ -51,10 +57,7 @@ def test_the_averaged_weights_apply_inside_the_block_only():
 
 
 def test_a_restart_forgets_the_earlier_stage():
-    model = nn.Linear(2, 1)
-    _set(model, 1.0)
-    average = WeightAverage(model, decay=0.9)
-    _set(model, 5.0)
+    model, average = _averaged_then_moved(0.9, start=1.0, now=5.0)
     average.restart(model)
     assert float(average.weights["bias"]) == 5.0 and average.updates == 0
 
