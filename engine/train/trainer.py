@@ -392,7 +392,7 @@ class Trainer:
                 save_checkpoint(ckpt, model, best, optimizer,
                                 {**state, "amp_scaler": scaler.state_dict(),
                                  "average_updates": average.updates if average else 0},
-                                average.tensors() if average is not None else None)
+                                average.weights if average is not None else None)
                 figures = (f"  val mAP {metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  "
                            f"CF1 {metrics['CF1']:.3f}" if metrics else "")
                 self.reporter.log(

@@ -63,11 +63,8 @@ class WeightAverage:
         finally:
             model.load_state_dict(live)
 
-    # -- checkpoints ---------------------------------------------------------------
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return self.weights
-
     def restore(self, weights: dict[str, torch.Tensor], updates: int) -> None:
+        """Continue an average a checkpoint saved (``weights`` as ``self.weights`` was)."""
         missing = sorted(set(self.weights) - set(weights))
         if missing:
             raise TileLabelError(f"the checkpoint's weight average lacks {missing[0]}; start "
