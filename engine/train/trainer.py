@@ -367,7 +367,8 @@ class Trainer:
             state["train_seconds"] += time.perf_counter() - t0
             with average.applied(model) if average is not None else nullcontext():
                 metrics = self.validate(net, val_view) if self.val_items else None
-                kept = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            # the weights this epoch would keep: the average's when the run keeps one
+            candidate = average.weights if average is not None else model.state_dict()
             entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
                      **{k: (metrics or {}).get(k) for k in METRIC_KEYS},
                      "lr": optimizer.param_groups[0]["lr"]}
@@ -379,12 +380,12 @@ class Trainer:
                 # Nothing to choose by (no validation images, or none with a label) and no
                 # earlier figure: keep the latest epoch.
                 state.update(best_epoch=epoch)
-                best = kept
+                best = {k: v.detach().clone() for k, v in candidate.items()}
             elif not no_figure and metrics["mAP_macro"] > state["best_map"]:
                 state.update(best_map=metrics["mAP_macro"], best_epoch=epoch, stale=0,
                              best_metrics={k: metrics[k] for k in METRIC_KEYS},
                              best_per_class=metrics["per_class"])
-                best = kept
+                best = {k: v.detach().clone() for k, v in candidate.items()}
             else:
                 state["stale"] += 1
             state["epoch"] = epoch
