@@ -197,7 +197,7 @@ _TRAIN_FLAGS = {"arch": "arch", "backbone": "backbone", "epochs": "epochs",
                 "batch_size": "batch_size", "image_size": "image_px", "lr": "lr",
                 "weight_decay": "weight_decay", "schedule": "schedule",
                 "grad_clip": "grad_clip", "weight_average": "weight_average",
-                "loss": "loss", "patience": "patience",
+                "loss": "loss", "label_smoothing": "label_smoothing", "patience": "patience",
                 "seed": "seed", "split_seed": "split_seed", "device": "device",
                 "workers": "workers",
                 "model_id": "model_id"}
@@ -469,6 +469,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. 0.998) and validate, keep and calibrate it (default 0: off)")
     t.add_argument("--loss", default=hp,
                    choices=("bce", "weighted-bce", "imbalance-bce", "asl"), help="default bce")
+    t.add_argument("--label-smoothing", type=float, default=hp, metavar="EPS",
+                   help="train against targets y (1 - EPS) + EPS / 2, e.g. 0.1 (default 0)")
     t.add_argument("--patience", type=int, default=hp, help="early stopping: epochs without "
                    "a better validation mAP (default 5)")
     t.add_argument("--seed", type=int, default=hp,

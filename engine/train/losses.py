@@ -10,6 +10,11 @@
   (1-p)^gamma_pos * log(p), negatives p_m^gamma_neg * log(1-p_m) with the shifted
   probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05.
 
+``label_smoothing`` eps (any loss): each known 0/1 target becomes y (1 - eps) + eps / 2, so
+a confident wrong label (a "trees" missed by the annotator on a tile with three small
+trees) costs less and the model stops pushing logits to the extremes (Szegedy et al. 2016,
+Sec. 7, written for the sigmoid of each label); 0 keeps the targets as they are.
+
 Every loss skips unknown labels: a NaN target (weakly labelled data, e.g. the crops of an
 object-detection set, engine.data.boxes) adds nothing to the loss or its gradient, and a
 mean is taken over the known entries only. With every label known each loss is exactly
@@ -22,8 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from engine.errors import TileLabelError
+
 LOSSES = ("bce", "weighted-bce", "imbalance-bce", "asl")
 IMBALANCE_BETA = 0.4
+MAX_SMOOTHING = 0.5  # at 0.5 every target would be 0.5: the labels would say nothing
 
 
 def known(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -86,8 +94,32 @@ class ImbalanceWeightedBCE(nn.Module):
         return masked_bce(logits, targets, weight=w)
 
 
-def build_loss(name: str, train_targets: np.ndarray) -> nn.Module:
-    """The loss ``name``; label frequencies come from ``train_targets`` (complete rows)."""
+class LabelSmoothing(nn.Module):
+    """``loss`` against targets pulled towards 0.5 by ``eps`` (unknown ones stay NaN)."""
+
+    def __init__(self, loss: nn.Module, eps: float) -> None:
+        super().__init__()
+        self.loss, self.eps = loss, eps
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return self.loss(logits, targets * (1 - self.eps) + self.eps / 2)
+
+
+def check_smoothing(eps: float) -> None:
+    if not 0.0 <= eps < MAX_SMOOTHING:
+        raise TileLabelError(f"label smoothing must be in [0, {MAX_SMOOTHING}) (e.g. 0.1: "
+                             f"targets 0.05 and 0.95), got {eps}; use 0 to train without it")
+
+
+def build_loss(name: str, train_targets: np.ndarray, smoothing: float = 0.0) -> nn.Module:
+    """The loss ``name``, with label smoothing ``smoothing`` if above 0; label frequencies
+    come from ``train_targets`` (complete rows)."""
+    check_smoothing(smoothing)
+    loss = _plain_loss(name, train_targets)
+    return LabelSmoothing(loss, smoothing) if smoothing > 0 else loss
+
+
+def _plain_loss(name: str, train_targets: np.ndarray) -> nn.Module:
     if name == "bce":
         return BCE()
     if name == "weighted-bce":

@@ -60,7 +60,7 @@ from engine.train.distributed import (DistContext, broadcast_state, gather, init
                                       shutdown)
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
-from engine.train.losses import build_loss
+from engine.train.losses import build_loss, check_smoothing
 from engine.train.weight_average import WeightAverage
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class TrainConfig:
     grad_clip: float = 5.0
     weight_average: float = 0.0       # decay of a moving average of the weights (0: off)
     loss: str = "bce"
+    label_smoothing: float = 0.0      # targets y (1 - eps) + eps / 2 (engine.train.losses)
     patience: int = 5
     seed: int = 0                     # the new layers' weights, shuffling, augmentation
     split_seed: int = 0               # the train/val/test split (the same for every seed)
@@ -178,6 +179,7 @@ class Trainer:
                  overwrite: bool = False, refit: DevRefit | None = None) -> None:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
         self.refit = refit
+        check_smoothing(cfg.label_smoothing)
         check_output_dir(self.out, init_from, resume, overwrite)
         if cfg.patience < 1 or cfg.epochs < 1:
             raise TileLabelError("--epochs and --patience must be at least 1")
@@ -298,7 +300,7 @@ class Trainer:
             find_unused_parameters=hasattr(model, "schedule_step"))
             if self.ctx.enabled else model)
         criterion = build_loss(cfg.loss, complete_targets(
-            self.train_items, len(self.spec.labels))).to(self.device)
+            self.train_items, len(self.spec.labels)), cfg.label_smoothing).to(self.device)
         use_amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         train_view, val_view = self._view(self.train_items, True), self._view(self.val_items, False)
