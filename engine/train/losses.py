@@ -8,7 +8,9 @@
   training images, beta = 0.4 (the paper's NUS-WIDE value; beta = 0 is plain BCE).
 - ``asl``: asymmetric loss (Ridnik et al. 2021, Eq. 1-5): positives
   (1-p)^gamma_pos * log(p), negatives p_m^gamma_neg * log(1-p_m) with the shifted
-  probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05.
+  probability p_m = max(p - clip, 0); defaults gamma_pos 0, gamma_neg 4, clip 0.05 (the
+  paper's), changed with ``AslSettings`` (recipe keys ``asl_gamma_pos``, ``asl_gamma_neg``,
+  ``asl_clip``). gamma_neg 0 and clip 0 give plain BCE.
 
 ``label_smoothing`` eps (any loss): each known 0/1 target becomes y (1 - eps) + eps / 2, so
 a confident wrong label (a "trees" missed by the annotator on a tile with three small
@@ -22,6 +24,8 @@ its formula above.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,6 +36,25 @@ from engine.errors import TileLabelError
 LOSSES = ("bce", "weighted-bce", "imbalance-bce", "asl")
 IMBALANCE_BETA = 0.4
 MAX_SMOOTHING = 0.5  # at 0.5 every target would be 0.5: the labels would say nothing
+MAX_ASL_CLIP = 0.5   # above it most negatives would cost nothing at any probability
+
+
+@dataclass(frozen=True)
+class AslSettings:
+    """The asymmetric loss's focusing exponents and probability margin (Ridnik et al. 2021)."""
+
+    gamma_pos: float = 0.0
+    gamma_neg: float = 4.0
+    clip: float = 0.05
+
+    def check(self) -> None:
+        if self.gamma_pos < 0 or self.gamma_neg < 0:
+            raise TileLabelError(f"the asymmetric loss's gammas must be 0 or more (0: no "
+                                 f"focusing), got asl_gamma_pos {self.gamma_pos}, "
+                                 f"asl_gamma_neg {self.gamma_neg}")
+        if not 0.0 <= self.clip < MAX_ASL_CLIP:
+            raise TileLabelError(f"asl_clip must be in [0, {MAX_ASL_CLIP}) (the paper uses "
+                                 f"0.05; 0 turns the margin off), got {self.clip}")
 
 
 def known(targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,15 +134,26 @@ def check_smoothing(eps: float) -> None:
                              f"targets 0.05 and 0.95), got {eps}; use 0 to train without it")
 
 
-def build_loss(name: str, train_targets: np.ndarray, smoothing: float = 0.0) -> nn.Module:
-    """The loss ``name``, with label smoothing ``smoothing`` if above 0; label frequencies
-    come from ``train_targets`` (complete rows)."""
+def check_loss_settings(name: str, smoothing: float, asl: AslSettings) -> None:
+    """Refuse settings a loss cannot take, with the fix (before any training work)."""
     check_smoothing(smoothing)
-    loss = _plain_loss(name, train_targets)
+    asl.check()
+    if name != "asl" and asl != AslSettings():
+        raise TileLabelError(f"asl_gamma_pos, asl_gamma_neg and asl_clip set the asymmetric "
+                             f"loss, but the loss is '{name}'; set loss = \"asl\" or leave "
+                             "them out")
+
+
+def build_loss(name: str, train_targets: np.ndarray, smoothing: float = 0.0,
+               asl: AslSettings = AslSettings()) -> nn.Module:
+    """The loss ``name``, with label smoothing ``smoothing`` if above 0 and the asymmetric
+    loss's settings ``asl``; label frequencies come from ``train_targets`` (complete rows)."""
+    check_loss_settings(name, smoothing, asl)
+    loss = _plain_loss(name, train_targets, asl)
     return LabelSmoothing(loss, smoothing) if smoothing > 0 else loss
 
 
-def _plain_loss(name: str, train_targets: np.ndarray) -> nn.Module:
+def _plain_loss(name: str, train_targets: np.ndarray, asl: AslSettings) -> nn.Module:
     if name == "bce":
         return BCE()
     if name == "weighted-bce":
@@ -130,5 +164,5 @@ def _plain_loss(name: str, train_targets: np.ndarray) -> nn.Module:
     if name == "imbalance-bce":
         return ImbalanceWeightedBCE(torch.tensor(train_targets.mean(0), dtype=torch.float32))
     if name == "asl":
-        return AsymmetricLoss()
+        return AsymmetricLoss(asl.gamma_pos, asl.gamma_neg, asl.clip)
     raise ValueError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")

@@ -60,7 +60,7 @@ from engine.train.distributed import (DistContext, broadcast_state, gather, init
                                       shutdown)
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
-from engine.train.losses import build_loss, check_smoothing
+from engine.train.losses import AslSettings, build_loss, check_loss_settings
 from engine.train.weight_average import WeightAverage
 
 if TYPE_CHECKING:
@@ -91,6 +91,9 @@ class TrainConfig:
     weight_average: float = 0.0       # decay of a moving average of the weights (0: off)
     loss: str = "bce"
     label_smoothing: float = 0.0      # targets y (1 - eps) + eps / 2 (engine.train.losses)
+    asl_gamma_pos: float = 0.0        # loss "asl" only: its focusing exponents and margin
+    asl_gamma_neg: float = 4.0
+    asl_clip: float = 0.05
     patience: int = 5
     seed: int = 0                     # the new layers' weights, shuffling, augmentation
     split_seed: int = 0               # the train/val/test split (the same for every seed)
@@ -102,6 +105,10 @@ class TrainConfig:
     model_id: str | None = None
     arch_config: dict[str, Any] = field(default_factory=dict)
     augment: Augmentation = field(default_factory=Augmentation)
+
+
+def asl_settings(cfg: TrainConfig) -> AslSettings:
+    return AslSettings(cfg.asl_gamma_pos, cfg.asl_gamma_neg, cfg.asl_clip)
 
 
 def warmup_factor(cfg: TrainConfig, step: int, steps_per_epoch: int) -> float:
@@ -179,7 +186,7 @@ class Trainer:
                  overwrite: bool = False, refit: DevRefit | None = None) -> None:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
         self.refit = refit
-        check_smoothing(cfg.label_smoothing)
+        check_loss_settings(cfg.loss, cfg.label_smoothing, asl_settings(cfg))
         check_output_dir(self.out, init_from, resume, overwrite)
         if cfg.patience < 1 or cfg.epochs < 1:
             raise TileLabelError("--epochs and --patience must be at least 1")
@@ -300,7 +307,8 @@ class Trainer:
             find_unused_parameters=hasattr(model, "schedule_step"))
             if self.ctx.enabled else model)
         criterion = build_loss(cfg.loss, complete_targets(
-            self.train_items, len(self.spec.labels)), cfg.label_smoothing).to(self.device)
+            self.train_items, len(self.spec.labels)), cfg.label_smoothing,
+            asl_settings(cfg)).to(self.device)
         use_amp = cfg.amp and self.device.type == "cuda"
         scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
         train_view, val_view = self._view(self.train_items, True), self._view(self.val_items, False)
