@@ -64,3 +64,19 @@ def test_the_cli_refuses_asl_settings_for_another_loss_before_writing_anything(t
     assert res.code == 2
     assert "set loss = \"asl\" or leave them out" in res.err and "Traceback" not in res.err
     assert not out.exists()
+
+
+def test_a_model_card_names_the_asymmetric_loss_settings_it_was_trained_with():
+    """A default rebuilt with ASL must say which focus it used, not only "asl"."""
+    import copy
+    import dataclasses
+
+    from conftest import DEFAULT_MODEL
+    from engine.models.modelfile import read_spec
+    from engine.train.default_model import model_card
+
+    spec = read_spec(DEFAULT_MODEL)
+    training = copy.deepcopy(spec.training)
+    training["config"].update(loss="asl", asl_gamma_neg=2.0, asl_gamma_pos=0.0, asl_clip=0.05)
+    card = model_card(dataclasses.replace(spec, training=training))
+    assert "asl (gamma_neg 2.0, gamma_pos 0.0, margin 0.05)\n  loss;" in card

@@ -197,7 +197,7 @@ def model_card(spec: ModelSpec) -> str:
   {_data_line(t)}
 - Recipe: `{RECIPE.relative_to(ROOT)}`: {cfg['epochs']} epochs, batch {cfg['batch_size']},
   AdamW (head lr {cfg['lr']}, backbone x {cfg['backbone_lr_scale']}, weight decay
-  {cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch then cosine, {cfg['loss']}
+  {cfg['weight_decay']}), {cfg['warmup_epochs']} warm-up epoch then cosine, {_loss_words(cfg)}
   loss; augmentation: 8 flips/rotations, scale {aug['scale'][0]}-{aug['scale'][1]} (zoom in
   and out), brightness +-{aug['brightness']}, contrast +-{aug['contrast']}{_more_augment(aug)}; seed
   {cfg['seed']}; {_kept_line(t)}. Trained on {t['device']} at {t['images_per_second']} images/s.
@@ -257,6 +257,18 @@ def _val_note(spec: ModelSpec) -> str:
     return (" for the reference run (trained on the\ntrain split alone; its figures "
             "are the `val (reference run)` row), then the\nvalidation images joined the "
             "training data")
+
+
+def _loss_words(cfg: dict) -> str:
+    """The card's words for the loss: its name, the asymmetric loss's settings, smoothing
+    (a model trained before those settings existed used the defaults)."""
+    words = cfg["loss"]
+    if words == "asl":
+        words += (f" (gamma_neg {cfg.get('asl_gamma_neg', 4.0)}, gamma_pos "
+                  f"{cfg.get('asl_gamma_pos', 0.0)}, margin {cfg.get('asl_clip', 0.05)})")
+    if cfg.get("label_smoothing"):
+        words += f" with label smoothing {cfg['label_smoothing']}"
+    return words
 
 
 def _more_augment(aug: dict) -> str:
