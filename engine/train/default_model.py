@@ -262,10 +262,13 @@ def _val_note(spec: ModelSpec) -> str:
 def _loss_words(cfg: dict) -> str:
     """The card's words for the loss: its name, the asymmetric loss's settings, smoothing
     (a model trained before those settings existed used the defaults)."""
-    words = cfg["loss"]
+    from engine.train.losses import AslSettings
+
+    words, paper = cfg["loss"], AslSettings()
     if words == "asl":
-        words += (f" (gamma_neg {cfg.get('asl_gamma_neg', 4.0)}, gamma_pos "
-                  f"{cfg.get('asl_gamma_pos', 0.0)}, margin {cfg.get('asl_clip', 0.05)})")
+        words += (f" (gamma_neg {cfg.get('asl_gamma_neg', paper.gamma_neg)}, gamma_pos "
+                  f"{cfg.get('asl_gamma_pos', paper.gamma_pos)}, margin "
+                  f"{cfg.get('asl_clip', paper.clip)})")
     if cfg.get("label_smoothing"):
         words += f" with label smoothing {cfg['label_smoothing']}"
     return words

@@ -79,10 +79,10 @@ class BCE(nn.Module):
 
 
 class AsymmetricLoss(nn.Module):
-    def __init__(self, gamma_pos: float = 0.0, gamma_neg: float = 4.0, clip: float = 0.05,
-                 eps: float = 1e-8) -> None:
+    def __init__(self, settings: AslSettings = AslSettings(), eps: float = 1e-8) -> None:
         super().__init__()
-        self.gamma_pos, self.gamma_neg, self.clip, self.eps = gamma_pos, gamma_neg, clip, eps
+        self.gamma_pos, self.gamma_neg = settings.gamma_pos, settings.gamma_neg
+        self.clip, self.eps = settings.clip, eps
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         targets, mask = known(targets)
@@ -164,5 +164,5 @@ def _plain_loss(name: str, train_targets: np.ndarray, asl: AslSettings) -> nn.Mo
     if name == "imbalance-bce":
         return ImbalanceWeightedBCE(torch.tensor(train_targets.mean(0), dtype=torch.float32))
     if name == "asl":
-        return AsymmetricLoss(asl.gamma_pos, asl.gamma_neg, asl.clip)
+        return AsymmetricLoss(asl)
     raise ValueError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")
