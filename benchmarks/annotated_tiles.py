@@ -15,12 +15,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def annotated(raster: Path, model: Path | None, store: Path
+def annotated(raster: Path, model: Path | None, store: Path, tta: str = "none"
               ) -> dict[tuple[int, int], tuple[float, set[str]]]:
     """(window col, window row) -> (p_water, labels) of each tile of ``raster``, annotated
-    without attention by ``model`` (None: the shipped default) into ``store``."""
+    without attention by ``model`` (None: the shipped default) into ``store``, with
+    annotate's test-time augmentation ``tta``."""
     cmd = [sys.executable, "-m", "engine.cli", "annotate", str(raster), "--out", str(store),
-           "--no-attention"] + (["--model", str(model)] if model else [])
+           "--no-attention", "--tta", tta] + (["--model", str(model)] if model else [])
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"annotate failed on {raster.name} with {name(model)}:\n{done.stderr}")

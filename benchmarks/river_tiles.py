@@ -10,7 +10,8 @@ it says water.
 
 Target (the accuracy issue): the river tiles labelled water in ``make demo``.
 
-Usage: python benchmarks/river_tiles.py [MODEL_DIR ...]   (default: the shipped default)
+Usage: python benchmarks/river_tiles.py [--tta flips] [MODEL_DIR ...]   (default: the shipped
+default)
 """
 from __future__ import annotations
 
@@ -40,11 +41,14 @@ def report(name: str, tiles: dict[tuple[int, int], tuple[float, set[str]]], ref:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models_argument(ap)
+    ap.add_argument("--tta", default="none", choices=("none", "flips", "dihedral"),
+                    help="annotate each tile in several views and average (annotate --tta)")
     args = ap.parse_args()
     ref = json.loads(REFERENCE.read_text())
     with tempfile.TemporaryDirectory() as tmp:
         for i, model in enumerate(args.models or [None]):
-            report(name(model), annotated(SAMPLE, model, Path(tmp) / f"{i}.gpkg"), ref)
+            report(name(model), annotated(SAMPLE, model, Path(tmp) / f"{i}.gpkg", args.tta),
+                   ref)
 
 
 if __name__ == "__main__":
