@@ -22,6 +22,8 @@ from pathlib import Path
 
 from annotated_tiles import annotated, models_argument, name
 
+from engine.infer.tta import TTA_VIEWS
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "resources" / "sample" / "gorinchem_0.25m_rgb.tif"
 REFERENCE = SAMPLE.with_suffix(".river.json")
@@ -41,7 +43,7 @@ def report(name: str, tiles: dict[tuple[int, int], tuple[float, set[str]]], ref:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     models_argument(ap)
-    ap.add_argument("--tta", default="none", choices=("none", "flips", "dihedral"),
+    ap.add_argument("--tta", default="none", choices=tuple(TTA_VIEWS),
                     help="annotate each tile in several views and average (annotate --tta)")
     args = ap.parse_args()
     ref = json.loads(REFERENCE.read_text())

@@ -91,9 +91,9 @@ class TrainConfig:
     weight_average: float = 0.0       # decay of a moving average of the weights (0: off)
     loss: str = "bce"
     label_smoothing: float = 0.0      # targets y (1 - eps) + eps / 2 (engine.train.losses)
-    asl_gamma_pos: float = 0.0        # loss "asl" only: its focusing exponents and margin
-    asl_gamma_neg: float = 4.0
-    asl_clip: float = 0.05
+    asl_gamma_pos: float = AslSettings.gamma_pos  # loss "asl" only: focusing and margin
+    asl_gamma_neg: float = AslSettings.gamma_neg
+    asl_clip: float = AslSettings.clip
     patience: int = 5
     seed: int = 0                     # the new layers' weights, shuffling, augmentation
     split_seed: int = 0               # the train/val/test split (the same for every seed)
