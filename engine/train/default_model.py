@@ -278,7 +278,9 @@ def _more_augment(aug: dict) -> str:
     """The card's words for the augmentations older recipes lack."""
     colour = f", colour (a gain per band) +-{aug['colour']}" if aug.get("colour") else ""
     blur = f", on half the tiles a blur of up to {aug['blur']} px" if aug.get("blur") else ""
-    return colour + blur
+    mosaic = (f", a {aug['mosaic']:.0%} share of tiles shown as 2 x 2 mosaics of four "
+              "(labels the union)" if aug.get("mosaic") else "")
+    return colour + blur + mosaic
 
 
 def _rule(t: dict) -> str:

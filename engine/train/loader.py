@@ -10,13 +10,15 @@ group name -> [n_bands, px_g, px_g], every band at its group's native pixel size
 already at that size is used as it is (BigEarthNet); a band on a finer grid that is a
 whole multiple of it (tiles exported from a store) is averaged down to it; anything else
 is refused, never interpolated. Augmentation applies the same flip/rotation to every
-group and no scale jitter (which would resample each group and could not keep a 60 m
-group aligned with the 10 m one to the pixel).
+group and no scale jitter or mosaic (which would resample each group and could not keep a
+60 m group aligned with the 10 m one to the pixel).
 
 How strong the jitter is comes from an ``Augmentation`` (a recipe's ``[augment]`` table):
 the crop side range, brightness/contrast jitter on the [0, 1] pixel values (before
 normalisation, the same for every band, so band ratios stay true) and, if asked, a colour
-jitter (a gain per band) and a Gaussian blur.
+jitter (a gain per band), a Gaussian blur and a mosaic (four training tiles at half their
+side in one, labelled with the union of their labels: a tile that spans several scenes, as
+an analyst's tiles do where land cover changes).
 
 Normalisation uses per-band mean/std measured on the training split.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch.utils.data import Dataset
 
@@ -50,6 +52,13 @@ class Augmentation:
         another day's colour balance); 0 keeps band ratios true.
     blur: on half the tiles, a Gaussian blur of standard deviation up to this many pixels
         (softer imagery: resampled, compressed or hazy).
+    mosaic: the share of training tiles shown as a 2 x 2 mosaic of themselves and three
+        other training tiles, each augmented on its own (its scale jitter zooming in only)
+        and shrunk to half the side (a 2x zoom out: 0.6 m looks for 0.3 m tiles). A mosaic's
+        target is the union of the four: a label is present if present in any quarter,
+        absent if known absent in all four, unknown otherwise. Every label of every
+        quarter stays visible, so the union is exact, and a label's evidence sits in one
+        part of the tile: the attention has to find where.
     """
 
     scale: tuple[float, float] = (0.8, 1.0)
@@ -57,6 +66,7 @@ class Augmentation:
     contrast: float = 0.0
     colour: float = 0.0
     blur: float = 0.0
+    mosaic: float = 0.0
 
     def __post_init__(self) -> None:
         self.scale = (float(self.scale[0]), float(self.scale[1]))
@@ -71,6 +81,14 @@ class Augmentation:
         if not 0.0 <= self.blur <= 8.0:
             raise TileLabelError(f"augment blur must be 0-8 pixels (a Gaussian's standard "
                                  f"deviation), got {self.blur}")
+        if not 0.0 <= self.mosaic <= 1.0:
+            raise TileLabelError(f"augment mosaic is the share of tiles shown as a mosaic, "
+                                 f"0-1, got {self.mosaic}")
+
+    def for_quarter(self) -> "Augmentation":
+        """The augmentation of one quarter of a mosaic: the same, zooming in only (the
+        mosaic's halving is its zoom out) and no mosaic within it."""
+        return replace(self, scale=(min(self.scale[0], 1.0), 1.0), mosaic=0.0)
 
 
 def stack_bands(bands: dict[str, np.ndarray], order: list[str], px: int) -> torch.Tensor:
@@ -199,6 +217,32 @@ def augment(x: torch.Tensor, g: torch.Generator, how: Augmentation = Augmentatio
     return x
 
 
+def union_of_targets(targets: torch.Tensor) -> torch.Tensor:
+    """[C] union of [n, C] presence targets: 1 where any is 1, else NaN (not known) where
+    any is NaN, else 0."""
+    present = (targets == 1).any(dim=0)
+    unknown = torch.isnan(targets).any(dim=0)
+    out = torch.zeros(targets.shape[1], dtype=targets.dtype)
+    out[unknown] = float("nan")
+    out[present] = 1.0
+    return out
+
+
+def mosaic(quarters: list[torch.Tensor]) -> torch.Tensor:
+    """[n, px, px] from four [n, px, px] tiles, each shrunk to half the side, placed
+    top-left, top-right, bottom-left, bottom-right."""
+    px = quarters[0].shape[-1]
+    half = px // 2
+    small = [F.interpolate(q[None], size=(half, half), mode="bilinear", align_corners=False,
+                           antialias=True)[0] for q in quarters]
+    top = torch.cat(small[:2], dim=2)
+    bottom = torch.cat(small[2:], dim=2)
+    out = torch.cat([top, bottom], dim=1)
+    if out.shape[-1] != px:  # an odd side: stretch the last pixel row/column back
+        out = F.interpolate(out[None], size=(px, px), mode="nearest")[0]
+    return out
+
+
 def band_statistics(dataset: MultiLabelDataset, samples: list[Sample], bands: list[str],
                     px: int, groups: list[BandGroup] | None = None) -> tuple[list[float], list[float]]:
     """Per-band mean and std over (up to 256 evenly spaced) training samples, in ``bands``
@@ -255,6 +299,22 @@ class TrainingView(Dataset):
             x = augment_groups(x, g) if g is not None else x
             return {k: (v - self.group_norm[k][0]) / self.group_norm[k][1]
                     for k, v in x.items()}, target, i
-        x = stack_bands(dataset.read(sample), self.bands, self.px)
-        x = augment(x, g, self.augmentation) if g is not None else x
+        if g is not None and self.augmentation.mosaic > 0 and \
+                _uniform(0, 1, g) < self.augmentation.mosaic:  # no draw without: seeds pair
+            x, target = self._mosaic(i, g)
+        else:
+            x = stack_bands(dataset.read(sample), self.bands, self.px)
+            x = augment(x, g, self.augmentation) if g is not None else x
         return (x - self.mean) / self.std, target, i
+
+    def _mosaic(self, i: int, g: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item i and three other items drawn at random, as one mosaic tile and its target."""
+        others = torch.randint(0, len(self.items), (3,), generator=g).tolist()
+        how = self.augmentation.for_quarter()
+        tiles, targets = [], []
+        for j in [i, *others]:
+            dataset, sample = self.items[j]
+            tiles.append(augment(stack_bands(dataset.read(sample), self.bands, self.px), g, how))
+            targets.append(torch.from_numpy(sample.target))
+        order = torch.randperm(4, generator=g).tolist()  # item i not always top-left
+        return mosaic([tiles[k] for k in order]), union_of_targets(torch.stack(targets))
