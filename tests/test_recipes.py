@@ -40,7 +40,7 @@ brightness = 0.1
     assert config["lr"] == 5e-3                      # the flag
     assert config["warmup_epochs"] == 0.5 and config["image_px"] == 64  # the recipe
     assert config["augment"] == {"scale": [0.6, 1.5], "brightness": 0.1, "contrast": 0.0,
-                                 "colour": 0.0, "blur": 0.0}
+                                 "colour": 0.0, "blur": 0.0, "mosaic": 0.0}
     assert json.loads((out / "model.json").read_text())["arch_config"]["dropout"] == 0.1
 
 
