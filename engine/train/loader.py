@@ -238,7 +238,8 @@ def mosaic(quarters: list[torch.Tensor]) -> torch.Tensor:
     top = torch.cat(small[:2], dim=2)
     bottom = torch.cat(small[2:], dim=2)
     out = torch.cat([top, bottom], dim=1)
-    if out.shape[-1] != px:  # an odd side: stretch the last pixel row/column back
+    if out.shape[-1] != px:  # an odd side: back to px by nearest neighbour (one row
+        # and one column repeated)
         out = F.interpolate(out[None], size=(px, px), mode="nearest")[0]
     return out
 
