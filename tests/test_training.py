@@ -10,7 +10,9 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
+from safetensors.torch import save_file
 
 from conftest import DATA, ROOT, UCM_LABELS
 from engine.data.datasets import open_dataset
@@ -158,7 +160,7 @@ def test_bigearthnet_v2_trains_on_twelve_bands(tmp_path, run_cli):
 
 def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_path):
     # with a weight average, so the checkpoint must carry the average as well as the weights
-    args = ["train", "--dataset", UCM, "--epochs", "2", *SMALL, "--weight-average", "0.9"]
+    args = ["train", "--dataset", UCM, "--epochs", "3", *SMALL, "--weight-average", "0.9"]
     straight = _cli(*args, "--out", tmp_path / "a")
     assert straight.returncode == 0, straight.stderr
     proc = subprocess.Popen([sys.executable, "-m", "engine.cli", *args, "--out",
@@ -166,11 +168,11 @@ def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_pa
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)})
     for line in proc.stdout:
-        if '"epoch 1/2' in line:
+        if '"epoch 1/3' in line:  # two epochs left: the stop lands before the run ends
             proc.send_signal(signal.SIGTERM)
             break
-    rest, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 130
+    rest, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
     stopped = [json.loads(l) for l in rest.splitlines() if l.startswith("{")][-1]
     assert "--resume" in stopped["message"] and "store" not in stopped["message"]
     assert not (tmp_path / "b" / "model.json").exists()
@@ -180,6 +182,38 @@ def test_resume_after_a_kill_gives_the_same_model_as_an_uninterrupted_run(tmp_pa
     assert a.keys() == b.keys()
     for key in a:
         np.testing.assert_allclose(a[key], b[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_checkpoint_keeps_its_weights_and_their_epoch_in_one_file(tmp_path):
+    # one file, replaced by one rename: a stop can never pair one epoch's weights with
+    # another epoch's state (two files renamed one after the other could)
+    from engine.train.checkpoint import load_checkpoint, save_checkpoint
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    model(torch.ones(1, 3)).sum().backward()
+    optimizer.step()
+    (tmp_path / "state.json").write_text('{"epoch": 0}')  # an older run's, out of date
+    best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    save_checkpoint(tmp_path, model, best, optimizer, {"epoch": 4, "stale": 1})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["state.safetensors"]
+    again = torch.nn.Linear(3, 2)
+    state, kept, _ = load_checkpoint(tmp_path, again, torch.optim.AdamW(again.parameters()))
+    assert state["epoch"] == 4 and state["stale"] == 1
+    torch.testing.assert_close(again.weight, model.weight)
+    torch.testing.assert_close(kept["bias"], model.bias.detach())
+
+
+def test_a_checkpoint_written_with_its_state_beside_it_still_resumes(tmp_path):
+    # the layout before 2026-12-07: tensors in state.safetensors, the JSON in state.json
+    from engine.train.checkpoint import load_checkpoint
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.AdamW(model.parameters())
+    save_file({f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()},
+              str(tmp_path / "state.safetensors"))
+    (tmp_path / "state.json").write_text(json.dumps(
+        {"epoch": 2, "param_groups": optimizer.state_dict()["param_groups"]}))
+    state, _, _ = load_checkpoint(tmp_path, torch.nn.Linear(3, 2), optimizer)
+    assert state["epoch"] == 2
 
 
 def test_distributed_training_with_two_gloo_processes(tmp_path):

@@ -1,12 +1,15 @@
-"""Training checkpoints without pickles: ``state.safetensors`` + ``state.json``.
+"""Training checkpoints without pickles: one ``state.safetensors`` file.
 
-The tensors file holds the model weights (``model.*``), the best weights so far
-(``best.*``), the running weight average when the run keeps one (``average.*``,
+Its tensors are the model weights (``model.*``), the best weights so far (``best.*``), the
+running weight average when the run keeps one (``average.*``,
 engine.train.weight_average) and the optimizer's per-parameter state
-(``optim.<index>.<name>``); the JSON
-holds the epoch, the optimizer's parameter groups, the early-stopping state and the
-history. Augmentation and shuffling are seeded from (seed, epoch), so resuming from a
-checkpoint continues exactly as an uninterrupted run would.
+(``optim.<index>.<name>``); its metadata holds, as JSON, the epoch, the optimizer's
+parameter groups, the early-stopping state and the history. Weights and the epoch they
+belong to live in one file, replaced by one rename, so a stop at any moment leaves the
+previous checkpoint or the new one, never the weights of one epoch with the state of
+another. (Checkpoints written before 2026-12-07 kept the JSON beside, in ``state.json``;
+they are still read.) Augmentation and shuffling are seeded from (seed, epoch), so
+resuming from a checkpoint continues exactly as an uninterrupted run would.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from engine.errors import TileLabelError
 
-TENSORS, STATE = "state.safetensors", "state.json"
+TENSORS = "state.safetensors"
+STATE_KEY = "tilelabel.state"  # the metadata entry holding the JSON state
+LEGACY_STATE = "state.json"    # where checkpoints before 2026-12-07 kept it
 
 
 def save_checkpoint(folder: Path, model: torch.nn.Module, best: dict[str, torch.Tensor],
@@ -37,11 +42,10 @@ def save_checkpoint(folder: Path, model: torch.nn.Module, best: dict[str, torch.
         for name, value in values.items():
             tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
     doc = {**state, "param_groups": opt["param_groups"]}
-    tmp_t, tmp_s = folder / (TENSORS + ".tmp"), folder / (STATE + ".tmp")
-    save_file(tensors, str(tmp_t))
-    tmp_s.write_text(json.dumps(doc, indent=1, default=float))
-    os.replace(tmp_t, folder / TENSORS)   # tensors first: a state.json always has its tensors
-    os.replace(tmp_s, folder / STATE)
+    tmp = folder / (TENSORS + ".tmp")
+    save_file(tensors, str(tmp), metadata={STATE_KEY: json.dumps(doc, default=float)})
+    os.replace(tmp, folder / TENSORS)  # the one step that moves the checkpoint on
+    (folder / LEGACY_STATE).unlink(missing_ok=True)  # an older run's, now out of date
 
 
 def load_checkpoint(folder: Path, model: torch.nn.Module,
@@ -49,13 +53,13 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """Restore model and optimizer; returns (state, best weights, weight average: empty
     when the run keeps none)."""
-    if not (folder / STATE).is_file() or not (folder / TENSORS).is_file():
+    if not (folder / TENSORS).is_file():
         raise TileLabelError(f"no checkpoint to resume in {folder}")
     try:
         tensors = load_file(str(folder / TENSORS))
-        state = json.loads((folder / STATE).read_text())
+        state = json.loads(_state_text(folder))
         if not isinstance(state, dict) or "param_groups" not in state:
-            raise ValueError("state.json lacks the optimizer's parameter groups")
+            raise ValueError("its state lacks the optimizer's parameter groups")
     except (SafetensorError, OSError, ValueError) as exc:
         raise TileLabelError(f"the checkpoint in {folder} is damaged ({exc}); start over "
                              "with --overwrite instead of --resume") from exc
@@ -69,3 +73,16 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
             opt_state.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": opt_state, "param_groups": state.pop("param_groups")})
     return state, best, average
+
+
+def _state_text(folder: Path) -> str:
+    """The checkpoint's JSON state: in the tensors file's metadata, or beside it in a
+    checkpoint written before 2026-12-07."""
+    with safe_open(str(folder / TENSORS), framework="pt") as f:
+        text = (f.metadata() or {}).get(STATE_KEY)
+    if text is None:
+        legacy = folder / LEGACY_STATE
+        if not legacy.is_file():
+            raise ValueError("it holds no training state")
+        text = legacy.read_text()
+    return text
