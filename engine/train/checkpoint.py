@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from engine.errors import TileLabelError
 
@@ -56,8 +56,8 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     if not (folder / TENSORS).is_file():
         raise TileLabelError(f"no checkpoint to resume in {folder}")
     try:
-        tensors = load_file(str(folder / TENSORS))
-        state = json.loads(_state_text(folder))
+        tensors, text = _read(folder)
+        state = json.loads(text)
         if not isinstance(state, dict) or "param_groups" not in state:
             raise ValueError("its state lacks the optimizer's parameter groups")
     except (SafetensorError, OSError, ValueError) as exc:
@@ -75,14 +75,15 @@ def load_checkpoint(folder: Path, model: torch.nn.Module,
     return state, best, average
 
 
-def _state_text(folder: Path) -> str:
-    """The checkpoint's JSON state: in the tensors file's metadata, or beside it in a
-    checkpoint written before 2026-12-07."""
+def _read(folder: Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The checkpoint's tensors and its JSON state: in the tensors file's metadata, or
+    beside it in a checkpoint written before 2026-12-07."""
     with safe_open(str(folder / TENSORS), framework="pt") as f:
+        tensors = {key: f.get_tensor(key) for key in f.keys()}
         text = (f.metadata() or {}).get(STATE_KEY)
     if text is None:
         legacy = folder / LEGACY_STATE
         if not legacy.is_file():
             raise ValueError("it holds no training state")
         text = legacy.read_text()
-    return text
+    return tensors, text
