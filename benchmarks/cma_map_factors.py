@@ -30,7 +30,7 @@ from attention_localisation import (SHARED, dota_boxes, make_crops, nwpu_boxes, 
 
 from engine.models import cma
 from engine.models.attention import distribution_to_unit
-from engine.models.modelfile import load_model
+from engine.models.spec import read_spec
 
 FACTORS = ("product", "attention", "location")
 _shipped_forward = cma.CrossModalityHead.forward
@@ -44,14 +44,9 @@ def factor_forward(factor: str):
         if factor == "product":
             return logits, overlay
         i = self.reduce(feats)
-        z = self.similarity(i, embeddings)
-        a = z / z.sum(-1, keepdim=True).clamp(min=1e-6)                       # Eq. 8
-        if factor == "attention":
-            m = distribution_to_unit(a, -1)
-        else:
-            m = torch.sigmoid(torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2))
-                              + self.bias[:, None])                           # Eq. 10 at i
-        return logits, m.reshape(*z.shape[:2], *feats.shape[-2:])
+        m = (distribution_to_unit(self.attention(i, embeddings), -1) if factor == "attention"
+             else torch.sigmoid(self.location_logits(i)))
+        return logits, m.reshape(overlay.shape)
     return forward
 
 
@@ -64,7 +59,7 @@ def main() -> None:
           "DOTA pointing | DOTA absent | per NWPU label: pointing / absent |")
     print("|---|---|---|---|---|---|---|---|")
     for model_dir in args.models:
-        size = load_model(model_dir)[1].tile_px
+        size = read_spec(model_dir).tile_px
         rng = np.random.default_rng(0)            # the crops attention_localisation.py cuts
         sets = {"NWPU": make_crops(nwpu, size, rng, 3, 1.0),
                 "DOTA": make_crops(dota_boxes(SHARED / "dota-samples"), size, rng, 40, 1.0)}

@@ -127,17 +127,19 @@ class CrossModalityHead(nn.Module):
         z = self.similarity(feats, embeddings)
         return z / z.sum(-1, keepdim=True).clamp(min=1e-6)
 
+    def location_logits(self, i: torch.Tensor) -> torch.Tensor:
+        """[B, N, M]: the logit each location of I alone would give (Eq. 10 at one location)."""
+        return torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
+
     def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Logits [B, N] and the map the analyst sees [B, N, H, W] (module docstring)."""
         i = self.reduce(feats)
-        z = self.similarity(i, embeddings)
-        a = z / z.sum(-1, keepdim=True).clamp(min=1e-6)                   # Eq. 8
+        a = self.attention(i, embeddings)                                  # Eq. 7-8
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
         with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
-            local = torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
-            evidence = distribution_to_unit(a, -1) * torch.sigmoid(local)
-        return logits, evidence.reshape(*z.shape[:2], *feats.shape[-2:])
+            evidence = distribution_to_unit(a, -1) * torch.sigmoid(self.location_logits(i))
+        return logits, evidence.reshape(*a.shape[:2], *feats.shape[-2:])
 
 
 @dataclass
