@@ -39,14 +39,14 @@ _shipped_forward = cma.CrossModalityHead.forward
 def factor_forward(factor: str):
     """CrossModalityHead.forward returning one factor of the map instead of the overlay."""
     def forward(self: cma.CrossModalityHead, feats: torch.Tensor,
-                embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, overlay = _shipped_forward(self, feats, embeddings)
+                embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, overlay, attention_path = _shipped_forward(self, feats, embeddings)
         if factor == "product":
-            return logits, overlay
+            return logits, overlay, attention_path
         i = self.reduce(feats)
         m = (distribution_to_unit(self.attention(i, embeddings), -1) if factor == "attention"
              else torch.sigmoid(self.location_logits(i)))
-        return logits, m.reshape(overlay.shape)
+        return logits, m.reshape(overlay.shape), attention_path
     return forward
 
 

@@ -33,6 +33,20 @@ below what the plugin's ramp shows, hence the curve of a_k (present maps then pe
 0.77).
 MS-CMA shows the mean of its scales' maps at the finest scale's resolution (the coarser
 map upsampled bilinearly), as Eq. 11 averages their scores.
+
+Absent-label attention term (ours, not the paper's; arch_config ``absent_attention``,
+0 by default = the paper). Eq. 9-10 make the logit y_k = sum_i a_k^i l_k^i, l_k^i the
+logit of location i alone. For a label absent from the tile, BCE's gradient through
+a_k moves the label's attention onto the locations its own logits reject; the
+asymmetric loss's probability margin (engine/train/losses.py, clip 0.05) sends no
+gradient once p_k < 0.05, so an absent label's attention is left where the embedding
+similarity puts it, which on NWPU crops is the crop's object (benchmarks/cma_map_factors.py:
+an absent label's Eq. 8 map on the object 0.43-0.59 of the time, 0.36 under BCE). The
+term gives back that gradient and nothing else: weight x softplus(sum_i a_k^i
+stop_grad(l_k^i)) over the tile's absent labels (the value is BCE's negative term on y_k;
+the gradient reaches the classifier's weights and the location logits not at all, only
+the attention path), summed over the known absent entries and divided by the known
+entries, as BCE's mean is; averaged over MS-CMA's scales.
 """
 from __future__ import annotations
 
@@ -131,15 +145,20 @@ class CrossModalityHead(nn.Module):
         """[B, N, M]: the logit each location of I alone would give (Eq. 10 at one location)."""
         return torch.einsum("nc,bcm->bnm", self.weight, i.flatten(2)) + self.bias[:, None]
 
-    def forward(self, feats: torch.Tensor, embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits [B, N] and the map the analyst sees [B, N, H, W] (module docstring)."""
+    def forward(self, feats: torch.Tensor, embeddings: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits [B, N], the map the analyst sees [B, N, H, W] (module docstring) and the
+        logits again with their gradient through the attention only [B, N]."""
         i = self.reduce(feats)
         a = self.attention(i, embeddings)                                  # Eq. 7-8
         h = torch.einsum("bnm,bcm->bnc", a, i.flatten(2))                  # Eq. 9
         logits = (h * self.weight).sum(-1) + self.bias                     # Eq. 10
+        location = self.location_logits(i).detach()  # read below, never trained through
+        # sum_i a_k^i l_k^i equals Eq. 10's y_k; with l detached only a_k learns from it
+        attention_path = (a * location).sum(-1)
         with torch.no_grad():  # the analyst's map: no gradient, no graph kept in training
-            evidence = distribution_to_unit(a, -1) * torch.sigmoid(self.location_logits(i))
-        return logits, evidence.reshape(*a.shape[:2], *feats.shape[-2:])
+            evidence = distribution_to_unit(a, -1) * torch.sigmoid(location)
+        return logits, evidence.reshape(*a.shape[:2], *feats.shape[-2:]), attention_path
 
 
 @dataclass
@@ -150,11 +169,20 @@ class CMAConfig:
     pretrained: bool = False
     multi_scale: bool = False
     label_graph: dict | None = None
+    absent_attention: float = 0.0  # weight of the absent-label attention term (docstring)
 
 
 class CMA(nn.Module):
+    # the absent-label attention term skips unknown labels (NaN targets), so weakly
+    # labelled data may train a CMA model (engine/train/trainer.py)
+    extra_losses_skip_unknown = True
+
     def __init__(self, cfg: CMAConfig) -> None:
         super().__init__()
+        if cfg.absent_attention < 0:
+            raise ModelFileError(f"absent_attention is a loss weight, 0 or more (0: the "
+                                 f"paper's losses only), got {cfg.absent_attention}")
+        self.absent_attention = cfg.absent_attention
         if cfg.label_graph is None:
             raise ModelFileError("CMA needs the label graph in model.json (train it with "
                                  "'tilelabel train --arch cma')")
@@ -171,17 +199,31 @@ class CMA(nn.Module):
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
         maps = self.backbone.forward_stages(x, self.stages)
-        probs, scale_maps = [], []
+        probs, scale_maps, attention_paths = [], [], []
         for stage in self.stages:
-            logits, evidence = self.heads[stage](maps[stage], self.label_embeddings)
+            logits, evidence, attention_path = self.heads[stage](maps[stage],
+                                                                 self.label_embeddings)
             probs.append(torch.sigmoid(logits))
             scale_maps.append(evidence)
+            attention_paths.append(attention_path)
         p = torch.stack(probs).mean(0).clamp(1e-6, 1 - 1e-6)             # Eq. 11
         logits = torch.log(p) - torch.log1p(-p)
         size = scale_maps[0].shape[-2:]                                  # the finest scale
         fused = torch.stack([F.interpolate(s, size=size, mode="bilinear", align_corners=False)
                              if s.shape[-2:] != size else s for s in scale_maps]).mean(0)
-        return ModelOutput(logits, presence_weighted(fused.detach(), logits), {})
+        aux = ({"attention_path_logits": attention_paths}
+               if self.training and self.absent_attention > 0 else {})
+        return ModelOutput(logits, presence_weighted(fused.detach(), logits), aux)
+
+    def extra_losses(self, out: ModelOutput, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The absent-label attention term (module docstring); none when its weight is 0."""
+        if "attention_path_logits" not in out.aux:
+            return {}
+        absent = (targets == 0).to(targets.dtype)          # NaN (unknown) is not absent
+        n_known = torch.isfinite(targets).sum().clamp(min=1)
+        terms = [(F.softplus(y.float()) * absent).sum() / n_known
+                 for y in out.aux["attention_path_logits"]]
+        return {"absent_attention": self.absent_attention * torch.stack(terms).mean()}
 
 
 def embedding_cosines(model: CMA) -> np.ndarray:

@@ -79,7 +79,8 @@ def _cma(r: BuildRequest, multi_scale: bool = False) -> nn.Module:
 
     return CMA(CMAConfig(n_labels=r.n_labels, in_bands=r.in_bands, pretrained=r.pretrained,
                          backbone=r.arch_config.get("backbone", "efficientnet_lite0"),
-                         multi_scale=multi_scale, label_graph=r.label_graph))
+                         multi_scale=multi_scale, label_graph=r.label_graph,
+                         absent_attention=float(r.arch_config.get("absent_attention", 0.0))))
 
 
 def _srdl(r: BuildRequest) -> nn.Module:

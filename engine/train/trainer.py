@@ -219,9 +219,11 @@ class Trainer:
     def _check_weak_labels(self) -> None:
         """Weakly labelled data trains through the main loss, which skips unknown labels;
         an architecture whose own losses read every label (CM-GM's ranking and LSTM,
-        SRDL's object erasing, Deep-LIFT's label term) would read them as absent."""
+        SRDL's object erasing, Deep-LIFT's label term) would read them as absent. A model
+        whose own losses skip unknown labels says so with ``extra_losses_skip_unknown``."""
         weak = [d for d in self.datasets if not d.complete_labels]
-        if weak and hasattr(self.model, "extra_losses"):
+        if (weak and hasattr(self.model, "extra_losses")
+                and not getattr(self.model, "extra_losses_skip_unknown", False)):
             raise TileLabelError(
                 f"{weak[0]!r} labels only some classes of each tile, and the own losses of "
                 f"'{self.spec.arch}' need every label of a tile; train {self.spec.arch} on "
