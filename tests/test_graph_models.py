@@ -6,7 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
+from engine.errors import ModelFileError
 from engine.graph.label_graph import LabelGraph
 from engine.models.gcn import AttentionGraphConvolution, ResidualGraphBlock
 from engine.models.registry import BuildRequest, build
@@ -235,3 +237,59 @@ def test_flat_attention_has_no_peak_to_erase():
 
     sa = torch.full((4, 4), 0.3)
     assert torch.equal(erase_peak_region(sa, 0.5), sa)
+
+
+def absent_attention_model(weight: float = 1.0):
+    torch.manual_seed(0)
+    return build("ms-cma", request(absent_attention=weight)).train()
+
+
+def test_absent_attention_term_is_bce_on_absent_labels_through_the_attention_only():
+    model = absent_attention_model()
+    x = torch.randn(3, 3, 64, 64)
+    targets = torch.zeros(3, len(LABELS))
+    targets[:, 0] = 1                       # water present on every tile
+    targets[1, 2] = float("nan")            # dock unknown on tile 1 (weak labels)
+    out = model(x)
+    paths = out.aux["attention_path_logits"]
+    absent = targets == 0
+    expected = torch.stack([F.softplus(y)[absent].sum() / 14 for y in paths]).mean()
+    loss = model.extra_losses(out, targets)["absent_attention"]
+    assert torch.allclose(loss, expected)
+    loss.backward()
+    for head in model.heads.values():  # the classifier keeps the main loss's training
+        assert head.weight.grad is None and head.bias.grad is None
+        assert float(head.cmt[0].weight.grad.abs().sum()) > 0
+    every_label = model.extra_losses(model(x), torch.ones(3, len(LABELS)))
+    assert float(every_label["absent_attention"].detach()) == 0.0
+
+
+def test_absent_attention_path_gives_the_heads_own_logits():
+    model = absent_attention_model().eval()
+    head = model.heads["stride32"]
+    feats = torch.randn(2, model.backbone.stage_outputs["stride32"][1], 4, 4)
+    logits, _, attention_path = head(feats, model.label_embeddings)
+    assert torch.allclose(logits, attention_path, atol=1e-5)  # Eq. 9-10 as a sum over locations
+
+
+def test_absent_attention_term_moves_an_absent_labels_attention_off_its_evidence():
+    model = absent_attention_model()
+    x, targets = torch.randn(4, 3, 64, 64), torch.zeros(4, len(LABELS))
+    targets[:, 0] = 1
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    before = torch.stack(model(x).aux["attention_path_logits"]).mean(0)[:, 1:].mean()
+    for _ in range(15):
+        opt.zero_grad()
+        model.extra_losses(model(x), targets)["absent_attention"].backward()
+        opt.step()
+    after = torch.stack(model(x).aux["attention_path_logits"]).mean(0)[:, 1:].mean()
+    # the attention of the absent labels now sits where their own location logits are low
+    assert float(after) < float(before) - 0.05
+
+
+def test_without_the_absent_attention_weight_cma_trains_on_the_papers_losses_only():
+    model = absent_attention_model(0.0)
+    out = model(torch.randn(2, 3, 64, 64))
+    assert out.aux == {} and model.extra_losses(out, torch.zeros(2, len(LABELS))) == {}
+    with pytest.raises(ModelFileError, match="absent_attention"):
+        build("cma", request(absent_attention=-1.0))
