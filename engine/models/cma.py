@@ -45,8 +45,10 @@ an absent label's Eq. 8 map on the object 0.43-0.59 of the time, 0.36 under BCE)
 term gives back that gradient and nothing else: weight x softplus(sum_i a_k^i
 stop_grad(l_k^i)) over the tile's absent labels (the value is BCE's negative term on y_k;
 the gradient reaches the classifier's weights and the location logits not at all, only
-the attention path), summed over the known absent entries and divided by the known
-entries, as BCE's mean is; averaged over MS-CMA's scales.
+the attention path), summed over labels and averaged over images as the asymmetric loss
+is (engine/train/losses.py; unknown labels skipped, the sum scaled to the known share),
+so weight 1 pulls an absent label's attention as hard, next to the asymmetric loss's
+positives, as BCE's negatives pull it next to BCE's; averaged over MS-CMA's scales.
 """
 from __future__ import annotations
 
@@ -220,8 +222,9 @@ class CMA(nn.Module):
         if "attention_path_logits" not in out.aux:
             return {}
         absent = (targets == 0).to(targets.dtype)          # NaN (unknown) is not absent
-        n_known = torch.isfinite(targets).sum().clamp(min=1)
-        terms = [(F.softplus(y.float()) * absent).sum() / n_known
+        # sum over labels, mean over images, scaled to the known share (as the ASL is)
+        scale = targets.shape[1] / torch.isfinite(targets).sum().clamp(min=1)
+        terms = [(F.softplus(y.float()) * absent).sum() * scale
                  for y in out.aux["attention_path_logits"]]
         return {"absent_attention": self.absent_attention * torch.stack(terms).mean()}
 
