@@ -50,6 +50,8 @@ brightness = 0.1
     ("[augment]\nscale = [0.05, 1.0]\n", "scale"),
     ("[trainer]\nepochs = 3\n", "trainer"),
     ("[train\n", "not a valid TOML"),
+    ("[train]\narch = 'ms-cma'\n[arch_config]\nabsent_atention = 0.1\n", "absent_atention"),
+    ("[arch_config]\nvariant = 'agcn'\n", "no option variant"),  # gap-linear has none
 ])
 def test_a_recipe_with_a_typo_is_refused_by_name(run_cli, tmp_path, text, named):
     out = tmp_path / "m"
@@ -61,9 +63,22 @@ def test_a_recipe_with_a_typo_is_refused_by_name(run_cli, tmp_path, text, named)
 def test_the_repository_recipes_load():
     from engine.train.recipe import load_recipe, make_config
 
+    from engine.models.registry import check_arch_config
+
     for path in sorted((ROOT / "recipes").glob("*.toml")):
         cfg = make_config(load_recipe(path), {})
         assert cfg.epochs >= 1 and cfg.arch
+        check_arch_config(cfg.arch, cfg.arch_config)  # every option is one the model reads
+
+
+def test_cmgm_options_are_the_fields_of_its_config():
+    from dataclasses import fields
+
+    from engine.models.cmgm import CMGMConfig
+    from engine.models.registry import ARCHITECTURES
+
+    given = {"n_labels", "in_bands", "pretrained", "label_embeddings", "label_graph", "backbone"}
+    assert set(ARCHITECTURES["cmgm"].options) == {f.name for f in fields(CMGMConfig)} - given
 
 
 def test_warm_up_ramps_the_learning_rate_per_step():

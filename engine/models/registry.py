@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 if TYPE_CHECKING:  # the registry is read without torch (tilelabel models list)
     from torch import nn
 
-from engine.errors import ModelFileError
+from engine.errors import ModelFileError, TileLabelError
 
 RESNETS = ("resnet50", "resnet101")
 
@@ -35,6 +35,15 @@ class Architecture:
     paper: str
     builder: Callable[[BuildRequest], nn.Module]
     needs_label_embeddings: bool = False
+    options: tuple[str, ...] = ()  # the arch_config keys its builder reads, beside COMMON
+
+
+# arch_config keys the trainer itself writes for any architecture
+COMMON_OPTIONS = ("backbone", "band_groups")
+CMGM_OPTIONS = ("variant", "parts", "feature_stride", "part_maps", "part_evidence",
+                "part_loss", "channels", "fc_hidden", "embed_dim", "lstm_hidden", "tau",
+                "margin", "credible", "candidate", "grouping_weight", "pretrain_fraction",
+                "alternating_fraction")  # CMGMConfig's fields a recipe may set
 
 
 def _gap_linear(r: BuildRequest, default_backbone: str = "efficientnet_lite0") -> nn.Module:
@@ -123,37 +132,54 @@ ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (
     Architecture("gap-linear",
                  "baseline: backbone + global average pooling + linear head; CAM attention",
                  "Zhou et al. 2016, Learning Deep Features for Discriminative Localization (CAM)",
-                 _gap_linear),
+                 _gap_linear, options=("backbone_weights", "dropout")),
     Architecture("resnet", "baseline: ResNet-50/101 + global average pooling + linear head",
-                 "He et al. 2016, Deep Residual Learning for Image Recognition", _resnet),
+                 "He et al. 2016, Deep Residual Learning for Image Recognition", _resnet,
+                 options=("backbone_weights", "dropout")),
     Architecture("mlgcn", "baseline: GCN over the label graph makes one classifier per label",
                  "Chen et al. 2019, Multi-Label Image Recognition with Graph Convolutional "
                  "Networks (ML-GCN)", _mlgcn, needs_label_embeddings=True),
     Architecture("deeplift", "label-specific LIFT maps A = L·F from AGCN/RGCN label "
                  "re-embeddings, channel attention (arch_config variant: agcn | rgcn)",
                  "Li et al. 2022, Deep-LIFT: label-specific feature learning "
-                 "(shared/papers/deep-lift_li2022...)", _deeplift, needs_label_embeddings=True),
+                 "(shared/papers/deep-lift_li2022...)", _deeplift, needs_label_embeddings=True,
+                 options=("variant", "tau", "label_loss", "feature_stride")),
     Architecture("cma", "cross-modality attention: ASGE label embeddings guide one "
                  "attention map per label", "You et al. 2020, Cross-Modality Attention with "
-                 "Semantic Graph Embedding (shared/papers/cma_you2020...)", _cma),
+                 "Semantic Graph Embedding (shared/papers/cma_you2020...)", _cma,
+                 options=("absent_attention",)),
     Architecture("ms-cma", "multi-scale CMA: the CMA head on two backbone stages, "
                  "probabilities averaged (Eq. 11)", "You et al. 2020 (MS-CMA)",
-                 lambda r: _cma(r, multi_scale=True)),
+                 lambda r: _cma(r, multi_scale=True), options=("absent_attention",)),
     Architecture("srdl", "category-specific channel and spatial attention from "
                  "GNN-contextualised label embeddings; object erasing while training",
                  "Pu et al. 2022, Semantic Representation and Dependency Learning "
-                 "(shared/papers/srdl_pu2022...)", _srdl, needs_label_embeddings=True),
+                 "(shared/papers/srdl_pu2022...)", _srdl, needs_label_embeddings=True,
+                 options=("top_k", "alpha")),
     Architecture("kbranch", "K-Branch CNN-RNN: one CNN per Sentinel-2 resolution (10/20/60 m, "
                  "native pixels) on 16 patches, Bi-LSTM, patch multi-attention",
                  "Sumbul & Demir 2019, A CNN-RNN Framework with a Novel Patch-Based "
                  "Multi-Attention Mechanism (shared/papers/kbranch-cnn-rnn_sumbul2019...)",
-                 _kbranch),
+                 _kbranch, options=("variant", "patches")),
     Architecture("cmgm", "residual multi-attention parts aligned with label-graph GCN "
                  "embeddings, Bi-LSTM credible-label predictor (variant: N-LSTM, N-R-LSTM, "
                  "N-BiLSTM, N-R-BiLSTM)", "Li et al. 2022, CM-GM: residual multi-attention "
                  "CNN-LSTM and label graph mining (shared/papers/cm-gm_li2022...)", _cmgm,
-                 needs_label_embeddings=True),
+                 needs_label_embeddings=True, options=CMGM_OPTIONS),
 )}
+
+
+def check_arch_config(arch: str, arch_config: dict[str, Any]) -> None:
+    """Refuse an architecture option its builder would not read (a typo would otherwise
+    train with the option's default, silently)."""
+    if arch not in ARCHITECTURES:
+        return  # build() names the unknown architecture
+    known = COMMON_OPTIONS + ARCHITECTURES[arch].options
+    unknown = sorted(set(arch_config) - set(known))
+    if unknown:
+        raise TileLabelError(f"'{arch}' has no option {', '.join(unknown)} ([arch_config] of "
+                             f"the recipe, or a flag such as --variant); its options are "
+                             f"{', '.join(sorted(known))}")
 
 
 def build(arch: str, request: BuildRequest) -> nn.Module:

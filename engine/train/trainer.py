@@ -51,7 +51,7 @@ from engine.graph.label_graph import LabelGraph
 from engine.device import resolve_device
 from engine.metrics import SHRINK, calibrate_thresholds, multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
-from engine.models.registry import ARCHITECTURES
+from engine.models.registry import ARCHITECTURES, check_arch_config
 from engine.progress import Reporter
 from engine.store.annotation_store import check_label_names
 from engine.train.checkpoint import load_checkpoint, save_checkpoint
@@ -187,6 +187,7 @@ class Trainer:
         self.cfg, self.datasets, self.out, self.reporter = cfg, datasets, Path(out), reporter
         self.refit = refit
         check_loss_settings(cfg.loss, cfg.label_smoothing, asl_settings(cfg))
+        check_arch_config(cfg.arch, cfg.arch_config)
         check_output_dir(self.out, init_from, resume, overwrite)
         if cfg.patience < 1 or cfg.epochs < 1:
             raise TileLabelError("--epochs and --patience must be at least 1")
