@@ -44,11 +44,16 @@ similarity puts it, which on NWPU crops is the crop's object (benchmarks/cma_map
 an absent label's Eq. 8 map on the object 0.43-0.59 of the time, 0.36 under BCE). The
 term gives back that gradient and nothing else: weight x softplus(sum_i a_k^i
 stop_grad(l_k^i)) over the tile's absent labels (the value is BCE's negative term on y_k;
-the gradient reaches the classifier's weights and the location logits not at all, only
-the attention path), summed over labels and averaged over images as the asymmetric loss
+its gradient reaches the classifier's w_k and b_k not at all, only the attention path:
+Eq. 6's projections and the shared features beneath them), summed over labels and averaged over images as the asymmetric loss
 is (engine/train/losses.py; unknown labels skipped, the sum scaled to the known share),
 so weight 1 pulls an absent label's attention as hard, next to the asymmetric loss's
 positives, as BCE's negatives pull it next to BCE's; averaged over MS-CMA's scales.
+Measured (docs/benchmarks.md, "The absent-label attention term"; mosaics + ASL, weight
+0.1, seed 0): absent labels' attention leaves the NWPU crops' objects (on them on 0.33 of
+crops, from 0.45), the present labels' with it (pointing 0.65, from 0.83, for the
+attention alone), so the overlay's margin is unchanged (+0.42) and accuracy falls; at
+weight 1 training broke down. Off by default.
 """
 from __future__ import annotations
 
