@@ -8,7 +8,7 @@ protocol")::
     {"event": "progress", "stage": "loading model", "done": 0, "total": null}
       (a stage of unknown length: the panel shows it as busy)
     {"event": "log", "level": "info", "message": "...", ...extra fields}
-      (training adds "epoch_metrics": {"epoch", "loss", "mAP_macro", "OF1", ...})
+      (training adds "epoch_metrics": {"epoch", "loss", "loss_terms", "mAP_macro", "OF1", ...})
     {"event": "result", ...}
     {"event": "error", "message": "..."}
 

@@ -448,6 +448,11 @@ def test_cmgm_trains_through_the_cli_and_records_its_variant(trained):
     assert spec["arch"] == "cmgm" and spec["arch_config"]["variant"] == "N-R-BiLSTM"
     losses = [e["loss"] for e in spec["training"]["history"]]
     assert len(losses) == 2 and all(np.isfinite(losses))
+    # each epoch records its terms: BCE on V's logits and the stage's own losses, whose
+    # sum is the loss the optimiser saw
+    terms = [e["loss_terms"] for e in spec["training"]["history"]]
+    assert "bce" in terms[0] and len(terms[0]) > 1
+    assert all(sum(t.values()) == pytest.approx(loss) for t, loss in zip(terms, losses))
     # epoch 1 is the alternating stage, epoch 2 the predictor's: only the finished model
     # (stage 2) can be kept, and its learning rate restarts at the top of the schedule
     assert spec["training"]["best_epoch"] == 1

@@ -166,3 +166,32 @@ def _plain_loss(name: str, train_targets: np.ndarray, asl: AslSettings) -> nn.Mo
     if name == "asl":
         return AsymmetricLoss(asl)
     raise ValueError(f"unknown loss '{name}'; choose one of {', '.join(LOSSES)}")
+
+
+class LossTally:
+    """An epoch's mean of each loss term (the main loss and a model's own losses), summed
+    as detached tensors so that reading them costs no device sync per step."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, torch.Tensor] = {}
+        self._steps = 0
+
+    def add(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            value = value.detach().float()
+            self._sums[name] = self._sums[name] + value if name in self._sums else value
+        self._steps += 1
+
+    def means(self) -> dict[str, float]:
+        return {name: float(total) / self._steps for name, total in self._sums.items()}
+
+    def total(self) -> float:
+        """The mean of the summed loss the optimiser saw (NaN for an epoch of no steps)."""
+        return sum(self.means().values()) if self._steps else float("nan")
+
+    def breakdown(self) -> str:
+        """' (asl 0.6520 + absent_attention 0.8312)' when there is more than one term."""
+        means = self.means()
+        if len(means) < 2:
+            return ""
+        return " (" + " + ".join(f"{name} {value:.4f}" for name, value in means.items()) + ")"

@@ -60,7 +60,7 @@ from engine.train.distributed import (DistContext, broadcast_state, gather, init
                                       shutdown)
 from engine.train.loader import (Augmentation, TrainingView, band_statistics, batch_len,
                                  to_device)
-from engine.train.losses import AslSettings, build_loss, check_loss_settings
+from engine.train.losses import AslSettings, LossTally, build_loss, check_loss_settings
 from engine.train.weight_average import WeightAverage
 
 if TYPE_CHECKING:
@@ -347,7 +347,7 @@ class Trainer:
             model.train()
             if cfg.freeze_backbone and hasattr(model, "backbone"):
                 model.backbone.eval()  # frozen means frozen batch-norm statistics too
-            t0, losses = time.perf_counter(), []
+            t0, tally = time.perf_counter(), LossTally()
             schedule = getattr(model, "schedule_step", None)
             for step, (x, y, _) in enumerate(self._loader(train_view, True, epoch)):
                 x, y = to_device(x, self.device), y.to(self.device, non_blocking=True)
@@ -359,10 +359,11 @@ class Trainer:
                     schedule(epoch, global_step, cfg.epochs)
                 with torch.autocast("cuda", dtype=torch.float16) if use_amp else nullcontext():
                     out = net(x)
-                    loss = criterion(out.logits.float(), y)
+                    terms = {cfg.loss: criterion(out.logits.float(), y)}
                     extra = getattr(model, "extra_losses", None)
                     if extra is not None:
-                        loss = loss + sum(extra(out, y).values())
+                        terms.update(extra(out, y))
+                    loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(optimizer)
@@ -372,7 +373,7 @@ class Trainer:
                 scaler.update()
                 if average is not None:
                     average.update(model)
-                losses.append(float(loss.detach()))
+                tally.add(terms)
                 state["images_seen"] += batch_len(x) * self.ctx.world_size
                 if main:
                     self.reporter.progress("train", epoch * steps_per_epoch + step + 1,
@@ -382,7 +383,7 @@ class Trainer:
                 metrics = self.validate(net, val_view) if self.val_items else None
             # the weights this epoch would keep: the average's when the run keeps one
             candidate = average.weights if average is not None else model.state_dict()
-            entry = {"epoch": epoch, "loss": float(np.mean(losses)) if losses else float("nan"),
+            entry = {"epoch": epoch, "loss": tally.total(), "loss_terms": tally.means(),
                      **{k: (metrics or {}).get(k) for k in METRIC_KEYS},
                      "lr": optimizer.param_groups[0]["lr"]}
             state["history"].append(entry)
@@ -410,7 +411,8 @@ class Trainer:
                 figures = (f"  val mAP {metrics['mAP_macro']:.3f}  OF1 {metrics['OF1']:.3f}  "
                            f"CF1 {metrics['CF1']:.3f}" if metrics else "")
                 self.reporter.log(
-                    f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}{figures}"
+                    f"epoch {epoch + 1}/{cfg.epochs}: loss {entry['loss']:.4f}"
+                    f"{tally.breakdown()}{figures}"
                     f"{'  (best)' if metrics and state['best_epoch'] == epoch else ''}",
                     epoch_metrics=entry)
         model.load_state_dict(best)
