@@ -278,6 +278,7 @@ def test_absent_attention_term_moves_an_absent_labels_attention_off_its_evidence
     x, targets = torch.randn(4, 3, 64, 64), torch.zeros(4, len(LABELS))
     targets[:, 0] = 1
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
+
     def absent_logits() -> float:  # the attention-weighted logits of labels 1-4
         with torch.no_grad():
             return float(torch.stack(model(x).aux["attention_path_logits"]).mean(0)[:, 1:].mean())

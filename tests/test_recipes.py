@@ -61,9 +61,8 @@ def test_a_recipe_with_a_typo_is_refused_by_name(run_cli, tmp_path, text, named)
 
 
 def test_the_repository_recipes_load():
-    from engine.train.recipe import load_recipe, make_config
-
     from engine.models.registry import check_arch_config
+    from engine.train.recipe import load_recipe, make_config
 
     for path in sorted((ROOT / "recipes").glob("*.toml")):
         cfg = make_config(load_recipe(path), {})

@@ -38,7 +38,7 @@ class Architecture:
     options: tuple[str, ...] = ()  # the arch_config keys its builder reads, beside COMMON
 
 
-# arch_config keys the trainer itself writes for any architecture
+# arch_config keys the trainer writes itself (band_groups: K-Branch's, from the data)
 COMMON_OPTIONS = ("backbone", "band_groups")
 CMGM_OPTIONS = ("variant", "parts", "feature_stride", "part_maps", "part_evidence",
                 "part_loss", "channels", "fc_hidden", "embed_dim", "lstm_hidden", "tau",
