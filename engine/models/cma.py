@@ -50,10 +50,10 @@ is (engine/train/losses.py; unknown labels skipped, the sum scaled to the known 
 so weight 1 pulls an absent label's attention as hard, next to the asymmetric loss's
 positives, as BCE's negatives pull it next to BCE's; averaged over MS-CMA's scales.
 Measured (docs/benchmarks.md, "The absent-label attention term"; mosaics + ASL, weight
-0.1, seed 0): absent labels' attention leaves the NWPU crops' objects (on them on 0.33 of
+0.1, seeds 0 and 1): at seed 0 absent labels' attention leaves the NWPU crops' objects (on them on 0.33 of
 crops, from 0.45), the present labels' with it (pointing 0.65, from 0.83, for the
-attention alone), so the overlay's margin is unchanged (+0.42) and accuracy falls; at
-weight 1 training broke down. Off by default.
+attention alone), so the overlay's margin is unchanged (+0.42) and accuracy falls; seed
+1 is worse (+0.38); at weight 1 training broke down. Off by default.
 """
 from __future__ import annotations
 
