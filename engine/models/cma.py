@@ -34,26 +34,27 @@ below what the plugin's ramp shows, hence the curve of a_k (present maps then pe
 MS-CMA shows the mean of its scales' maps at the finest scale's resolution (the coarser
 map upsampled bilinearly), as Eq. 11 averages their scores.
 
-Absent-label attention term (ours, not the paper's; arch_config ``absent_attention``,
-0 by default = the paper). Eq. 9-10 make the logit y_k = sum_i a_k^i l_k^i, l_k^i the
-logit of location i alone. For a label absent from the tile, BCE's gradient through
-a_k moves the label's attention onto the locations its own logits reject; the
-asymmetric loss's probability margin (engine/train/losses.py, clip 0.05) sends no
-gradient once p_k < 0.05, so an absent label's attention is left where the embedding
-similarity puts it, which on NWPU crops is the crop's object (benchmarks/cma_map_factors.py:
-an absent label's Eq. 8 map on the object 0.43-0.59 of the time, 0.36 under BCE). The
-term gives back that gradient and nothing else: weight x softplus(sum_i a_k^i
-stop_grad(l_k^i)) over the tile's absent labels (the value is BCE's negative term on y_k;
-its gradient reaches the classifier's w_k and b_k not at all, only the attention path:
-Eq. 6's projections and the shared features beneath them), summed over labels and averaged over images as the asymmetric loss
-is (engine/train/losses.py; unknown labels skipped, the sum scaled to the known share),
-so weight 1 pulls an absent label's attention as hard, next to the asymmetric loss's
-positives, as BCE's negatives pull it next to BCE's; averaged over MS-CMA's scales.
-Measured (docs/benchmarks.md, "The absent-label attention term"; mosaics + ASL, weight
-0.1, seeds 0 and 1): at seed 0 absent labels' attention leaves the NWPU crops' objects (on them on 0.33 of
-crops, from 0.45), the present labels' with it (pointing 0.65, from 0.83, for the
-attention alone), so the overlay's margin is unchanged (+0.42) and accuracy falls; seed
-1 is worse (+0.38); at weight 1 training broke down. Off by default.
+Absent-label attention term (ours, not the paper's; arch_config ``absent_attention``, 0
+by default = the paper). Eq. 9-10 make the logit y_k = sum_i a_k^i l_k^i, l_k^i the
+logit of location i alone. For a label absent from the tile, BCE's gradient through a_k
+moves the label's attention onto the locations its own logits reject; the asymmetric
+loss's probability margin (engine/train/losses.py, clip 0.05) sends no gradient once p_k
+< 0.05, so an absent label's attention is left where the embedding similarity puts it,
+which on NWPU crops is the crop's object (benchmarks/cma_map_factors.py: an absent
+label's Eq. 8 map on the object 0.43-0.59 of the time, 0.36 under BCE). The term gives
+back that gradient, and only it: weight x softplus(sum_i a_k^i stop_grad(l_k^i))
+over the tile's absent labels (the value is BCE's negative term on y_k; its gradient
+reaches the classifier's w_k and b_k not at all, only the attention path: Eq. 6's
+projections and the shared features beneath them), summed over labels and averaged over
+images as the asymmetric loss is (engine/train/losses.py; unknown labels skipped, the
+sum scaled to the known share), so weight 1 pulls an absent label's attention as hard,
+next to the asymmetric loss's positives, as BCE's negatives pull it next to BCE's;
+averaged over MS-CMA's scales. Measured (docs/benchmarks.md, "The absent-label attention
+term"; mosaics + ASL, weight 0.1, seeds 0 and 1): at seed 0 absent labels' attention
+leaves the NWPU crops' objects (on them on 0.33 of crops, from 0.45), the present
+labels' with it (pointing 0.65, from 0.83, for the attention alone), so the overlay's
+margin is unchanged (+0.42) and accuracy falls; seed 1 is worse (+0.38); at weight 1
+training broke down. Off by default.
 """
 from __future__ import annotations
 
