@@ -9,9 +9,11 @@ then sets thresholds on validation by several rules and reports OF1 / CF1 for ea
 model and on the mean: within the validation split by two-fold halvings (which chooses a
 rule without looking at the test split) and on the test split.
 
-Rules: 0.5 for every label; F1-best (the trainer's rule); F1-best of the F1 curve smoothed
-over neighbouring grid values; halfway between F1-best and 0.5; one threshold for every
-label (the best validation OF1).
+Rules: 0.5 for every label; F1-best; F1-best of the F1 curve smoothed over neighbouring
+grid values; halfway between F1-best and 0.5 (the trainer's rule of 2026-12-06); one
+threshold for every label (the best validation OF1: the model's common threshold); halfway
+between F1-best and the common threshold (the trainer's rule since 2026-12-07: under the
+asymmetric loss the common threshold is far above 0.5).
 
 Usage: python benchmarks/threshold_rules.py MODEL_DIR [MODEL_DIR ...]
        [--dataset ucmerced:../shared/data/ucmerced-ml]
@@ -24,7 +26,8 @@ from typing import Callable
 
 import numpy as np
 
-from engine.metrics import MIN_POSITIVES, THRESHOLD_GRID, calibrate_thresholds, multilabel_metrics
+from engine.metrics import (MIN_POSITIVES, THRESHOLD_GRID, best_on_grid, calibrate_thresholds,
+                            common_threshold, multilabel_metrics)
 from score_cache import UCM, split_scores
 
 
@@ -36,11 +39,6 @@ def f1_curves(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
     return 2 * tp / np.maximum(pred.sum(-1) + pos.sum(-1), 1)
 
 
-def _best(curve: np.ndarray) -> float:
-    best = np.flatnonzero(np.isclose(curve, curve.max()))
-    return float(THRESHOLD_GRID[best[np.argmin(abs(THRESHOLD_GRID[best] - 0.5))]])
-
-
 def smoothed(scores: np.ndarray, targets: np.ndarray) -> list[float]:
     curves = f1_curves(scores, targets)
     kernel = np.ones(3) / 3
@@ -49,7 +47,7 @@ def smoothed(scores: np.ndarray, targets: np.ndarray) -> list[float]:
         if targets[:, c].sum() < MIN_POSITIVES:
             out.append(0.5)
             continue
-        out.append(_best(np.convolve(np.pad(curve, 1, mode="edge"), kernel, mode="valid")))
+        out.append(best_on_grid(np.convolve(np.pad(curve, 1, mode="edge"), kernel, mode="valid")))
     return out
 
 
@@ -57,22 +55,25 @@ def f1_best(scores: np.ndarray, targets: np.ndarray) -> list[float]:
     return calibrate_thresholds(scores, targets, shrink=0.0)
 
 
-def halfway(scores: np.ndarray, targets: np.ndarray) -> list[float]:
-    return calibrate_thresholds(scores, targets, shrink=0.5)
+def halfway_to_half(scores: np.ndarray, targets: np.ndarray) -> list[float]:
+    return calibrate_thresholds(scores, targets, shrink=0.5, towards=0.5)
 
 
 def one_for_all(scores: np.ndarray, targets: np.ndarray) -> list[float]:
-    of1 = [multilabel_metrics(scores, targets, np.full(scores.shape[1], t))["OF1"]
-           for t in THRESHOLD_GRID]
-    return [_best(np.asarray(of1))] * scores.shape[1]
+    return [common_threshold(scores, targets)] * scores.shape[1]
+
+
+def halfway_to_common(scores: np.ndarray, targets: np.ndarray) -> list[float]:
+    return calibrate_thresholds(scores, targets, shrink=0.5)
 
 
 RULES: dict[str, Callable[[np.ndarray, np.ndarray], list[float]]] = {
     "0.5": lambda s, t: [0.5] * s.shape[1],
     "F1-best (the trainer's rule until 2026-12-06)": f1_best,
     "F1-best, smoothed": smoothed,
-    "halfway to 0.5 (the trainer's rule since)": halfway,
+    "halfway to 0.5 (the trainer's rule 2026-12-06)": halfway_to_half,
     "one for all labels": one_for_all,
+    "halfway to the common threshold (the trainer's rule since 2026-12-07)": halfway_to_common,
 }
 
 

@@ -14,11 +14,15 @@ Inputs: ``scores`` [N, C] probabilities, ``targets`` [N, C] 0/1, ``thresholds`` 
   its 3 highest-scoring labels (the ML-GCN convention), whatever the thresholds.
 - calibrated thresholds (``calibrate_thresholds``): per label, the threshold on a grid
   0.05-0.95 that maximises that label's F1 on the given (validation) scores (ties go to
-  the threshold nearest 0.5), then moved halfway back to 0.5 (``SHRINK``); a label with
-  fewer than 5 positives keeps its threshold. Why halfway: with 252 validation images the
-  F1-best value is partly noise; chosen on validation halves alone, the halfway rule beat
-  the F1-best value on OF1 for all 8 models tried and matched it on CF1, and it carried
-  over to the test split (benchmarks/threshold_rules.py, docs/benchmarks.md).
+  the threshold nearest 0.5), then moved halfway (``SHRINK``) back to the model's common
+  threshold (``common_threshold``: the one threshold for every label with the best OF1);
+  a label with fewer than 5 positives keeps its threshold. Why halfway: with 252
+  validation images the F1-best value is partly noise; chosen on validation halves alone,
+  the halfway rule beat the F1-best value on OF1 for all 8 models tried and matched it on
+  CF1, and it carried over to the test split. Why towards the common threshold and not
+  0.5 (until 2026-12-07): a loss that lifts every probability (the asymmetric loss) moves
+  the whole model's operating point, and pulling each label back to 0.5 then costs OF1
+  and CF1 (benchmarks/threshold_rules.py, docs/benchmarks.md).
 - mAP_macro: mean over classes with at least one positive of the average precision
   (area under the precision-recall step curve, as sklearn's average_precision_score);
   mAP_micro: the AP of all N*C scores pooled.
@@ -102,17 +106,34 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.025), 3)
 
 
 MIN_POSITIVES = 5  # fewer validation positives than this: a label keeps its threshold
-SHRINK = 0.5       # how far the F1-best threshold moves back towards 0.5 (0: not at all)
+SHRINK = 0.5       # how far the F1-best threshold moves back towards the common one
+
+
+def best_on_grid(f1: np.ndarray) -> float:
+    """The grid threshold with the highest F1; ties go to the one nearest 0.5."""
+    best = np.flatnonzero(np.isclose(f1, f1.max()))
+    return float(THRESHOLD_GRID[best[np.argmin(abs(THRESHOLD_GRID[best] - 0.5))]])
+
+
+def common_threshold(scores: np.ndarray, targets: np.ndarray) -> float:
+    """The one grid threshold for every label that maximises OF1 on these scores: the
+    model's operating point (near 0.5 under BCE, higher under the asymmetric loss)."""
+    scores, targets = np.asarray(scores, float), np.asarray(targets).astype(bool)
+    pred = scores[None] >= THRESHOLD_GRID[:, None, None]                  # [T, N, C]
+    tp = (pred & targets).sum((1, 2))
+    return best_on_grid(_div(2 * tp, pred.sum((1, 2)) + targets.sum()))
 
 
 def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray,
                          current: list[float] | None = None,
-                         shrink: float = SHRINK) -> list[float]:
+                         shrink: float = SHRINK, towards: float | None = None) -> list[float]:
     """Per-label decision thresholds: each label's F1-best value moved ``shrink`` of the way
-    back to 0.5 (module docstring); a label with fewer than MIN_POSITIVES validation
-    positives keeps ``current`` (or 0.5)."""
+    back to ``towards`` (default: the model's ``common_threshold`` on these scores; module
+    docstring); a label with fewer than MIN_POSITIVES validation positives keeps
+    ``current`` (or 0.5)."""
     scores, targets = np.asarray(scores, float), np.asarray(targets).astype(bool)
     current = list(current) if current is not None else [0.5] * scores.shape[1]
+    anchor = common_threshold(scores, targets) if towards is None else towards
     chosen = []
     for c in range(scores.shape[1]):
         if targets[:, c].sum() < MIN_POSITIVES:
@@ -120,8 +141,6 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray,
             continue
         pred = scores[:, c][None, :] >= THRESHOLD_GRID[:, None]          # [T, N]
         tp = (pred & targets[:, c]).sum(1)
-        f1 = _div(2 * tp, pred.sum(1) + targets[:, c].sum())
-        best = np.flatnonzero(np.isclose(f1, f1.max()))
-        f1_best = float(THRESHOLD_GRID[best[np.argmin(abs(THRESHOLD_GRID[best] - 0.5))]])
-        chosen.append(round(f1_best + shrink * (0.5 - f1_best), 4))
+        f1_best = best_on_grid(_div(2 * tp, pred.sum(1) + targets[:, c].sum()))
+        chosen.append(round(f1_best + shrink * (anchor - f1_best), 4))
     return chosen

@@ -40,7 +40,7 @@ def test_top3_metrics_predict_each_images_three_best_labels():
 
 
 def test_calibrated_thresholds_maximise_each_labels_f1_and_keep_rare_labels():
-    from engine.metrics import calibrate_thresholds
+    from engine.metrics import calibrate_thresholds, common_threshold
 
     rng = np.random.default_rng(0)
     targets = np.zeros((200, 3), bool)
@@ -53,7 +53,34 @@ def test_calibrated_thresholds_maximise_each_labels_f1_and_keep_rare_labels():
     assert thresholds[1] == 0.5 and thresholds[2] == 0.7  # no / too few positives: kept
     pred = scores[:, 0] >= thresholds[0]
     assert (pred == targets[:, 0]).all()
-    # The trainer's rule: the F1-best value moved halfway back to 0.5; kept ones stay put.
+    # The trainer's rule: the F1-best value moved halfway back to the common threshold;
+    # kept ones stay put.
+    common = common_threshold(scores, targets)
     halfway = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7])
-    assert halfway[0] == pytest.approx((thresholds[0] + 0.5) / 2)
+    assert halfway[0] == pytest.approx((thresholds[0] + common) / 2)
     assert halfway[1:] == [0.5, 0.7]
+    to_half = calibrate_thresholds(scores, targets, current=[0.5, 0.5, 0.7], towards=0.5)
+    assert to_half[0] == pytest.approx((thresholds[0] + 0.5) / 2)
+
+
+def _lifted_scores(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities as the asymmetric loss leaves them: every label's negatives spread up
+    to 0.8, its positives at 0.7-1.0, so the model's operating point is far above 0.5."""
+    targets = rng.random((n, 6)) < 0.3
+    scores = np.where(targets, rng.uniform(0.7, 1.0, (n, 6)), rng.uniform(0.0, 0.8, (n, 6)))
+    return scores, targets
+
+
+def test_thresholds_stay_at_the_models_operating_point_when_probabilities_are_lifted():
+    from engine.metrics import calibrate_thresholds, common_threshold, multilabel_metrics
+
+    rng = np.random.default_rng(1)
+    val, val_t = _lifted_scores(rng, 250)
+    test, test_t = _lifted_scores(rng, 2000)
+    common = common_threshold(val, val_t)
+    assert 0.7 <= common <= 0.8                   # the model's operating point, not 0.5
+    ours = calibrate_thresholds(val, val_t)
+    to_half = calibrate_thresholds(val, val_t, towards=0.5)
+    assert min(ours) > max(to_half)               # 0.5 drags every label down
+    of1 = [multilabel_metrics(test, test_t, np.asarray(t))["OF1"] for t in (ours, to_half)]
+    assert of1[0] > of1[1] + 0.02

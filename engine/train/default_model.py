@@ -81,19 +81,21 @@ def recalibrate(model_dir: Path, dataset: Path) -> None:
     """Choose the thresholds again by the current rule (engine.metrics.calibrate_thresholds)
     on the validation split, with the weights as stored, and record the validation figures
     at them: for a model trained before the rule changed."""
-    from engine.metrics import SHRINK, calibrate_thresholds, multilabel_metrics
+    from engine.metrics import SHRINK, calibrate_thresholds, common_threshold, multilabel_metrics
     from engine.train.evaluate import split_scores
 
     quiet = Reporter(json_lines=True, stream=io.StringIO())
     scores, targets, spec, _ = split_scores(model_dir, f"ucmerced:{dataset}", "val", quiet)
-    thresholds = calibrate_thresholds(scores, targets, spec.label_thresholds())
+    common = common_threshold(scores, targets)
+    thresholds = calibrate_thresholds(scores, targets, spec.label_thresholds(), towards=common)
     path = model_dir / SPEC_FILE
     doc = json.loads(path.read_text())
     doc["thresholds"] = thresholds
     for key, t in (("val", thresholds), ("val_at_0.5", [0.5] * len(thresholds))):
         m = multilabel_metrics(scores, targets, np.asarray(t), spec.labels)
         doc["metrics"][key] = {k: m[k] for k in KEYS}
-    doc["training"]["threshold_rule"] = {"shrink": SHRINK, "recalibrated": True}
+    doc["training"]["threshold_rule"] = {"shrink": SHRINK, "towards": common,
+                                         "recalibrated": True}
     _write_spec(path, doc)
 
 
@@ -288,7 +290,10 @@ def _rule(t: dict) -> str:
     if not shrink:
         return "the F1-maximising value"
     how_far = "halfway" if shrink == 0.5 else f"{shrink:g} of the way"
-    return f"each label's F1-maximising value moved {how_far} back to 0.5"
+    rule = t["threshold_rule"]
+    where = (f"the model's common threshold ({rule['towards']:g}: the one value for every "
+             "label with the best OF1)" if "towards" in rule else "0.5")  # 0.5 until 12-07
+    return f"each label's F1-maximising value moved {how_far} back to {where}"
 
 
 def _storage(t: dict) -> str:

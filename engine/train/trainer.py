@@ -49,7 +49,7 @@ from engine.data.datasets import MultiLabelDataset, Sample
 from engine.errors import TileLabelError
 from engine.graph.label_graph import LabelGraph
 from engine.device import resolve_device
-from engine.metrics import SHRINK, calibrate_thresholds, multilabel_metrics
+from engine.metrics import SHRINK, calibrate_thresholds, common_threshold, multilabel_metrics
 from engine.models.modelfile import ModelSpec, build_model, load_model, save_model
 from engine.models.registry import ARCHITECTURES, check_arch_config
 from engine.progress import Reporter
@@ -438,7 +438,8 @@ class Trainer:
 
     def _calibrate(self, net: nn.Module, view: TrainingView, state: dict[str, Any]) -> None:
         """Per-label thresholds from the kept model's validation scores (engine.metrics:
-        each label's F1-best value moved back towards 0.5), stored in the model; its metrics are recorded at 0.5 and at those thresholds,
+        each label's F1-best value moved halfway back to the model's common threshold),
+        stored in the model; its metrics are recorded at 0.5 and at those thresholds,
         so a gain is never a threshold effect. A model whose probabilities encode its own
         decision rule (CM-GM's credible labels) keeps 0.5."""
         if not self.val_items:
@@ -449,9 +450,10 @@ class Trainer:
         state["metrics_at_0.5"] = {k: at_half[k] for k in METRIC_KEYS}
         if getattr(self.model, "OWN_DECISION_RULE", False):
             return
+        common = common_threshold(scores, targets)
         self.spec.thresholds = calibrate_thresholds(scores, targets,
-                                                    self.spec.label_thresholds())
-        state["threshold_rule"] = {"shrink": SHRINK}
+                                                    self.spec.label_thresholds(), towards=common)
+        state["threshold_rule"] = {"shrink": SHRINK, "towards": common}
         tuned = multilabel_metrics(scores, targets, np.asarray(self.spec.thresholds),
                                    self.spec.labels)
         state.update(best_metrics={k: tuned[k] for k in METRIC_KEYS},
