@@ -16,13 +16,14 @@ Inputs: ``scores`` [N, C] probabilities, ``targets`` [N, C] 0/1, ``thresholds`` 
   0.05-0.95 that maximises that label's F1 on the given (validation) scores (ties go to
   the threshold nearest 0.5), then moved halfway (``SHRINK``) back to the model's common
   threshold (``common_threshold``: the one threshold for every label with the best OF1);
-  a label with fewer than 5 positives keeps its threshold. Why halfway: with 252
-  validation images the F1-best value is partly noise; chosen on validation halves alone,
-  the halfway rule beat the F1-best value on OF1 for all 8 models tried and matched it on
-  CF1, and it carried over to the test split. Why towards the common threshold and not
-  0.5 (until 2026-12-07): a loss that lifts every probability (the asymmetric loss) moves
-  the whole model's operating point, and pulling each label back to 0.5 then costs OF1
-  and CF1 (benchmarks/threshold_rules.py, docs/benchmarks.md).
+  a label with fewer than 5 positives keeps its threshold (a new model's: the common one).
+  Why halfway: with 252 validation images the F1-best value is partly noise; chosen on
+  validation halves alone, the halfway rule beat the F1-best value on OF1 for all 8
+  models tried and matched it on CF1, and it carried over to the test split. Why towards
+  the common threshold and not 0.5 (the rule until 2026-12-07): a loss that lifts every
+  probability (the asymmetric loss) moves the whole model's operating point, and pulling
+  each label back to 0.5 then costs OF1 and CF1 (benchmarks/threshold_rules.py,
+  docs/benchmarks.md).
 - mAP_macro: mean over classes with at least one positive of the average precision
   (area under the precision-recall step curve, as sklearn's average_precision_score);
   mAP_micro: the AP of all N*C scores pooled.
@@ -130,10 +131,10 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray,
     """Per-label decision thresholds: each label's F1-best value moved ``shrink`` of the way
     back to ``towards`` (default: the model's ``common_threshold`` on these scores; module
     docstring); a label with fewer than MIN_POSITIVES validation positives keeps
-    ``current`` (or 0.5)."""
+    ``current`` (a new model, None: the common threshold)."""
     scores, targets = np.asarray(scores, float), np.asarray(targets).astype(bool)
-    current = list(current) if current is not None else [0.5] * scores.shape[1]
     anchor = common_threshold(scores, targets) if towards is None else towards
+    current = list(current) if current is not None else [anchor] * scores.shape[1]
     chosen = []
     for c in range(scores.shape[1]):
         if targets[:, c].sum() < MIN_POSITIVES:

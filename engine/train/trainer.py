@@ -451,8 +451,8 @@ class Trainer:
         if getattr(self.model, "OWN_DECISION_RULE", False):
             return
         common = common_threshold(scores, targets)
-        self.spec.thresholds = calibrate_thresholds(scores, targets,
-                                                    self.spec.label_thresholds(), towards=common)
+        self.spec.thresholds = calibrate_thresholds(scores, targets, self.spec.thresholds,
+                                                    towards=common)  # None: a new model
         state["threshold_rule"] = {"shrink": SHRINK, "towards": common}
         tuned = multilabel_metrics(scores, targets, np.asarray(self.spec.thresholds),
                                    self.spec.labels)
