@@ -87,7 +87,7 @@ def recalibrate(model_dir: Path, dataset: Path) -> None:
     quiet = Reporter(json_lines=True, stream=io.StringIO())
     scores, targets, spec, _ = split_scores(model_dir, f"ucmerced:{dataset}", "val", quiet)
     common = common_threshold(scores, targets)
-    thresholds = calibrate_thresholds(scores, targets, spec.label_thresholds(), towards=common)
+    thresholds = calibrate_thresholds(scores, targets, spec.thresholds, towards=common)
     path = model_dir / SPEC_FILE
     doc = json.loads(path.read_text())
     doc["thresholds"] = thresholds
